@@ -1,0 +1,53 @@
+"""The one interface every flow layer implements, and a chain of flow layers.
+
+A flow layer is an invertible map between the data side ``x`` and the latent side ``z`` with
+no hidden state between calls:
+
+    forward(x, cond)  -> (z, log|det dz/dx|)   the original's reverse=False direction
+    inverse(z, cond)  -> (x, log|det dx/dz|)   the original's reverse=True direction
+
+Log-determinants have shape [N] (one per example). ``cond`` is an optional per-example
+conditioning tensor that conditional layers may use; the Glow layers here ignore it.
+"""
+import tf_keras as keras
+import tensorflow as tf
+
+
+def batch_constant(value, like):
+    """Broadcasts a scalar log-det term to shape [N], N = the batch size of ``like``."""
+    return tf.broadcast_to(tf.cast(value, like.dtype), tf.shape(like)[:1])
+
+
+class FlowLayer(keras.layers.Layer):
+    """Base class: an invertible layer with log-determinants; variables made in __init__."""
+
+    def forward(self, x, cond=None):
+        raise NotImplementedError
+
+    def inverse(self, z, cond=None):
+        raise NotImplementedError
+
+    def call(self, x, cond=None):
+        return self.forward(x, cond)
+
+
+class FlowChain(FlowLayer):
+    """Flow layers applied in order in ``forward`` and in reverse order in ``inverse``."""
+
+    def __init__(self, flow_layers, **kwargs):
+        super().__init__(**kwargs)
+        self.flow_layers = list(flow_layers)
+
+    def forward(self, x, cond=None):
+        log_det = tf.zeros(tf.shape(x)[:1], x.dtype)
+        for layer in self.flow_layers:
+            x, layer_log_det = layer.forward(x, cond)
+            log_det += layer_log_det
+        return x, log_det
+
+    def inverse(self, z, cond=None):
+        log_det = tf.zeros(tf.shape(z)[:1], z.dtype)
+        for layer in reversed(self.flow_layers):
+            z, layer_log_det = layer.inverse(z, cond)
+            log_det += layer_log_det
+        return z, log_det

@@ -1,0 +1,294 @@
+"""Glow: the multi-scale flow of the original model.py, with its objective, encoder and decoder.
+
+Data side to latent side (the original's ``encoder``), for L = n_levels:
+
+    x [N, H, W, C] -> squeeze2d -> level 0 (depth flow steps) -> split 0 (eps_0) -> level 1 ...
+                   -> level L-1 -> top prior (eps_{L-1})
+
+A flow step is actnorm -> permutation -> coupling. Each split takes off half the channels as a
+latent under a prior conditioned on the other half, which is squeezed and goes on. Every eps
+is standardised: eps = (z - mean) / exp(logs) under that level's prior, so the model's density
+of a continuous image x in [-.5, .5)^D is
+
+    log p(x) = sum_levels log N(eps_i; 0, I) + log|det d(eps_0..eps_{L-1}) / dx|
+
+and the original's per-example objective is ``log p(x) - log(n_bins) * D``.
+"""
+import math
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from glow_tf import reversible
+from glow_tf.config import GlowConfig
+from glow_tf.layers import (ActNorm, FlowChain, LinearZeros, Split, TopPrior, data_dependent_init,
+                            make_coupling, make_permutation, squeeze2d, unsqueeze2d)
+
+# The original's sampling temperatures for sample grids (train.py draw_samples).
+DEFAULT_TEMPERATURES = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+class FlowStep(FlowChain):
+    """actnorm -> permutation (reverse / shuffle / 1x1 conv) -> coupling (additive / affine)."""
+
+    def __init__(self, n_channels, config: GlowConfig, seed=0, **kwargs):
+        actnorm = ActNorm(n_channels, name="actnorm")
+        permutation = make_permutation(config.flow_permutation, n_channels, seed=seed)
+        coupling = make_coupling(config.flow_coupling, n_channels, config.width)
+        super().__init__([actnorm, permutation, coupling], **kwargs)
+        self.actnorm, self.permutation, self.coupling = actnorm, permutation, coupling
+
+
+def standard_normal_log_prob(eps):
+    """log N(eps; 0, I) summed over H, W, C: [N, H, W, C] -> [N]."""
+    return -0.5 * tf.reduce_sum(_LOG_2PI + tf.square(eps), axis=[1, 2, 3])
+
+
+class Glow(keras.Model):
+    """The Glow model. See the module docstring and ARCHITECTURE.md for the public contract.
+
+    Args:
+      config: a ``GlowConfig``.
+    """
+
+    def __init__(self, config: GlowConfig, **kwargs):
+        if not isinstance(config, GlowConfig):
+            raise ValueError(f"Glow: expected a GlowConfig, got {type(config).__name__}")
+        super().__init__(name=kwargs.pop("name", "glow"), **kwargs)
+        self.config = config
+        level_shapes = config.level_shapes()
+        self.levels = []
+        for level, (_, _, channels) in enumerate(level_shapes):
+            steps = [FlowStep(channels, config, seed=1000 * level + step, name=f"step_{step}")
+                     for step in range(config.depth)]
+            self.levels.append(FlowChain(steps, name=f"level_{level}"))
+        self.splits = [Split(channels, name=f"pool{level}")
+                       for level, (_, _, channels) in enumerate(level_shapes[:-1])]
+        self.top_prior = TopPrior(level_shapes[-1], config.learntop, config.ycond, config.n_y, name="prior")
+        self.classifier = (LinearZeros(level_shapes[-1][2], config.n_y, name="classifier")
+                           if config.has_classifier else None)
+        self.initialized = tf.Variable(False, trainable=False, name="initialized")
+        self._bijector = None
+
+    # ---------------------------------------------------------------- validation at the edge
+    def _check_images(self, x, what, dtype):
+        x = tf.convert_to_tensor(x)
+        expected = (None,) + self.config.image_shape
+        if x.shape.rank != 4 or tuple(x.shape[1:]) != self.config.image_shape:
+            raise ValueError(f"{what}: expected shape [N, {', '.join(map(str, expected[1:]))}], got {x.shape}")
+        if dtype == tf.uint8 and x.dtype != tf.uint8:
+            raise ValueError(f"{what}: expected uint8 images in [0, 255], got dtype {x.dtype.name}")
+        if dtype == tf.float32 and not x.dtype.is_floating:
+            raise ValueError(f"{what}: expected float32 continuous images in [-.5, .5) "
+                             f"(use model.preprocess on uint8 images), got dtype {x.dtype.name}")
+        return tf.cast(x, dtype)
+
+    def _check_labels(self, y, batch_like):
+        """Returns int32 labels [N] for ycond models, None otherwise (the label is unused)."""
+        if not self.config.ycond:
+            return None
+        if y is None:
+            raise ValueError(f"y: this model is class-conditional (ycond, n_y={self.config.n_y}); "
+                             "expected int labels [N], got None")
+        y = tf.convert_to_tensor(y)
+        if not y.dtype.is_integer:
+            raise ValueError(f"y: expected integer labels, got dtype {y.dtype.name}")
+        if y.shape.rank != 1:
+            raise ValueError(f"y: expected shape [N], got {y.shape}")
+        n = batch_like.shape[0]
+        if n is not None and y.shape[0] is not None and y.shape[0] != n:
+            raise ValueError(f"y: expected {n} labels (one per image), got {y.shape[0]}")
+        if tf.executing_eagerly() and y.shape[0]:
+            low, high = int(tf.reduce_min(y)), int(tf.reduce_max(y))
+            if low < 0 or high >= self.config.n_y:
+                raise ValueError(f"y: expected labels in [0, {self.config.n_y}), got values in [{low}, {high}]")
+        return tf.cast(y, tf.int32)
+
+    def _check_eps(self, eps):
+        shapes = self.config.eps_shapes()
+        if not isinstance(eps, (list, tuple)) or len(eps) != len(shapes):
+            raise ValueError(f"eps: expected a list of {len(shapes)} latents (one per level), got "
+                             f"{type(eps).__name__} of length {len(eps) if isinstance(eps, (list, tuple)) else '-'}")
+        checked = []
+        for level, (e, shape) in enumerate(zip(eps, shapes)):
+            e = tf.convert_to_tensor(e, tf.float32)
+            if e.shape.rank != 4 or tuple(e.shape[1:]) != shape:
+                raise ValueError(f"eps[{level}]: expected shape [N, {', '.join(map(str, shape))}], got {e.shape}")
+            checked.append(e)
+        return checked
+
+    # ------------------------------------------------------------------------- the flow
+    def _flow_to_top(self, x):
+        """x [N, H, W, C] -> (split eps list, top z, log|det d(eps, z_top)/dx| [N])."""
+        z = squeeze2d(x)  # [N, H/2, W/2, 4C]
+        log_det = tf.zeros(tf.shape(x)[:1], x.dtype)
+        eps = []
+        for level, flow in enumerate(self.levels):
+            z, level_log_det = reversible.forward(flow, z, self.config.gradient_checkpointing)
+            log_det += level_log_det
+            if level < len(self.splits):
+                z, level_eps, split_log_det = self.splits[level].forward(z)
+                eps.append(level_eps)
+                log_det += split_log_det
+        return eps, z, log_det
+
+    def _encode(self, x, y):
+        """x -> (eps list, top z, log|det d eps / dx| [N])."""
+        eps, z_top, log_det = self._flow_to_top(x)
+        top_eps, top_log_det = self.top_prior.forward(z_top, y)
+        return eps + [top_eps], z_top, log_det + top_log_det
+
+    def _decode(self, eps, y):
+        """eps list -> (x, log|det dx / d eps| [N])."""
+        z, log_det = self.top_prior.inverse(eps[-1], y)
+        for level in reversed(range(len(self.levels))):
+            if level < len(self.splits):
+                z, split_log_det = self.splits[level].inverse(z, eps[level])
+                log_det += split_log_det
+            z, level_log_det = self.levels[level].inverse(z)
+            log_det += level_log_det
+        return unsqueeze2d(z), log_det  # [N, H, W, C]
+
+    def _log_prob_and_top(self, x, y):
+        eps, z_top, log_det = self._encode(x, y)
+        return tf.add_n([standard_normal_log_prob(e) for e in eps]) + log_det, z_top
+
+    # ------------------------------------------------------------------ public contract
+    def preprocess(self, x, noise=None):
+        """uint8 [N, H, W, C] -> continuous x = floor(x / 2**(8-n_bits)) / n_bins - .5 + noise.
+
+        noise ~ U(0, 1/n_bins) of x's shape, sampled when None (as the original, also at test time).
+        """
+        x = self._check_images(x, "x", tf.uint8)
+        n_bins = float(self.config.n_bins)
+        x = tf.cast(x, tf.float32)
+        if self.config.n_bits_x < 8:
+            x = tf.floor(x / 2.0 ** (8 - self.config.n_bits_x))
+        x = x / n_bins - 0.5
+        if noise is None:
+            noise = tf.random.uniform(tf.shape(x), 0.0, 1.0 / n_bins)
+        else:
+            noise = tf.convert_to_tensor(noise, tf.float32)
+            if noise.shape.rank is not None and noise.shape[1:] != x.shape[1:]:
+                raise ValueError(f"noise: expected the shape of x {x.shape}, got {noise.shape}")
+        return x + noise
+
+    def postprocess(self, x):
+        """Continuous x -> uint8 image, as the original: clip(floor((x + .5) * n_bins) * 256 / n_bins)."""
+        n_bins = float(self.config.n_bins)
+        x = tf.convert_to_tensor(x, tf.float32)
+        return tf.cast(tf.clip_by_value(tf.floor((x + 0.5) * n_bins) * (256.0 / n_bins), 0, 255), tf.uint8)
+
+    def log_prob(self, x, y=None):
+        """[N] nats: density of the continuous x [N, H, W, C] in [-.5, .5)."""
+        x = self._check_images(x, "x", tf.float32)
+        return self._log_prob_and_top(x, self._check_labels(y, x))[0]
+
+    def bits_per_dim(self, x, y=None, noise=None):
+        """[N]: the original's bits_x of uint8 images x: -objective / (log(2) * H * W * C)."""
+        continuous = self.preprocess(x, noise)
+        return self._bits_x(self.log_prob(continuous, y))
+
+    def _bits_x(self, log_prob):
+        n_dims = self.config.n_dims
+        objective = log_prob - math.log(self.config.n_bins) * n_dims
+        return -objective / (math.log(2.0) * n_dims)
+
+    def encode(self, x, y=None):
+        """Continuous x -> list of n_levels standardised latents (level 0 first), NHWC."""
+        x = self._check_images(x, "x", tf.float32)
+        return self._encode(x, self._check_labels(y, x))[0]
+
+    def decode(self, eps, y=None):
+        """Inverse of ``encode``: list of latents -> continuous x (before postprocess)."""
+        eps = self._check_eps(eps)
+        return self._decode(eps, self._check_labels(y, eps[0]))[0]
+
+    def y_logits(self, x):
+        """[N, n_y] classifier logits from the mean over H, W of the top z (ycond, weight_y > 0)."""
+        if self.classifier is None:
+            raise ValueError("y_logits: this model has no classifier; expected ycond=True and weight_y > 0, "
+                             f"got ycond={self.config.ycond}, weight_y={self.config.weight_y}")
+        x = self._check_images(x, "x", tf.float32)
+        return self._classify(self._flow_to_top(x)[1])
+
+    def _classify(self, z_top):
+        return self.classifier(tf.reduce_mean(z_top, axis=[1, 2]))
+
+    def loss_terms(self, x, y=None, noise=None):
+        """The original's per-example training statistics of uint8 images x.
+
+        Returns a dict of [N] tensors: ``loss`` = bits_x + weight_y * bits_y, ``bits_x``,
+        ``bits_y`` (classification cross-entropy in bits; 0 without classifier) and
+        ``pred_loss`` (classification error; 1 without classifier, as the original).
+        """
+        continuous = self.preprocess(x, noise)
+        labels = self._check_labels(y, continuous)
+        log_prob, z_top = self._log_prob_and_top(continuous, labels)
+        bits_x = self._bits_x(log_prob)
+        if self.classifier is not None:
+            logits = self._classify(z_top)
+            bits_y = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits) / math.log(2.0)
+            predicted = tf.argmax(logits, axis=1, output_type=tf.int32)
+            pred_loss = 1.0 - tf.cast(tf.equal(predicted, labels), tf.float32)
+        else:
+            bits_y, pred_loss = tf.zeros_like(bits_x), tf.ones_like(bits_x)
+        loss = bits_x + self.config.weight_y * bits_y
+        return {"loss": loss, "bits_x": bits_x, "bits_y": bits_y, "pred_loss": pred_loss}
+
+    def sample_eps(self, n, temperature=1.0, seed=None):
+        """Standard normal latents for n images, scaled by temperature (scalar or [n])."""
+        temperature = tf.reshape(tf.cast(temperature, tf.float32), [-1, 1, 1, 1])
+        eps = []
+        for level, shape in enumerate(self.config.eps_shapes()):
+            full_shape = tf.concat([[n], shape], axis=0)
+            if seed is None:
+                e = tf.random.normal(full_shape)
+            else:
+                e = tf.random.stateless_normal(full_shape, seed=[seed, level])
+            eps.append(e * temperature)
+        return eps
+
+    def sample(self, n, y=None, temperature=1.0, seed=None):
+        """n uint8 images; every level's eps ~ N(0, temperature**2) (temperature scalar or [n])."""
+        if isinstance(n, (int, np.integer)) and n < 1:
+            raise ValueError(f"sample: expected n >= 1, got {n}")
+        temperature = tf.convert_to_tensor(temperature, tf.float32)
+        if temperature.shape.rank not in (0, 1):
+            raise ValueError(f"temperature: expected a scalar or shape [n], got shape {temperature.shape}")
+        eps = self.sample_eps(n, temperature, seed)
+        return self.postprocess(self.decode(eps, y))
+
+    def initialize(self, x, y=None, noise=None):
+        """Data-dependent init of every ActNorm from one batch of uint8 images (once).
+
+        As the original: one forward pass in which each ActNorm sets b = -mean and
+        logs = log(1 / (std + 1e-6)) from its input, given the already-initialised layers below.
+        """
+        if bool(self.initialized.numpy()):
+            raise RuntimeError("Glow.initialize: the model is already initialised (data-dependent init runs "
+                               "once; to start again build a new Glow)")
+        continuous = self.preprocess(x, noise)
+        labels = self._check_labels(y, continuous)
+        with data_dependent_init():
+            self._encode(continuous, labels)
+        self.initialized.assign(True)
+
+    def call(self, x, y=None):
+        """Keras entry point: the per-example log-density of continuous x."""
+        return self.log_prob(x, y)
+
+    @property
+    def bijector(self):
+        """tfb.Bijector: forward = flattened standardised latent [N, D] -> continuous x [N, H, W, C]."""
+        if self._bijector is None:
+            from glow_tf.bijectors import GlowBijector
+            self._bijector = GlowBijector(self)
+        return self._bijector
+
+    def distribution(self, y=None):
+        """TransformedDistribution(standard Normal [D], bijector), event shape [H, W, C]."""
+        from glow_tf.bijectors import glow_distribution
+        return glow_distribution(self, y)

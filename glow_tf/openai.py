@@ -1,0 +1,131 @@
+"""Import of checkpoints written by the original OpenAI Glow code (TF1 ``tf.train.Saver``).
+
+The original names its variables by variable scope, for example::
+
+    model/0/0/actnorm_center/b          level 0, step 0, actnorm bias
+    model/0/0/invconv/W                 1x1 conv weight (shuffle/indices for flow_permutation 1)
+    model/0/0/f1/l_1/W                  coupling network, first conv
+    model/pool0/conv/W                  split prior of level 0
+    model/prior/p/W, model/prior/y_emb/W  learned / class-conditional top prior
+    model/classifier/W                  ycond classifier head
+
+``openai_variable_names`` gives that name for every glow_tf variable; ``load_checkpoint``
+builds a Glow from the checkpoint's hps and assigns every model variable, failing with the
+full list of missing, unmapped or mis-shaped variables. Optimiser slots (``Variable_*``) are
+ignored; the Polyak averages (``<name>/ExponentialMovingAverage``) load with ``use_ema=True``.
+"""
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from glow_tf.config import GlowConfig, read_openai_hparams
+from glow_tf.layers import (ActNorm, AdditiveCoupling, AffineCoupling, ConvActNorm, InvertibleConv1x1,
+                            InvertibleConv1x1LU, LinearZeros, Reverse, Shuffle, ZeroConv2D)
+from glow_tf.model import Glow
+
+EMA_SUFFIX = "/ExponentialMovingAverage"
+
+
+def _layer_names(layer, prefix):
+    """{original name: variable} for one glow_tf layer under the original scope ``prefix``."""
+    if isinstance(layer, ActNorm):
+        return {f"{prefix}_center/b": layer.bias, f"{prefix}_scale/logs": layer.scaled_logs}
+    if isinstance(layer, ConvActNorm):
+        return {f"{prefix}/W": layer.kernel, **_layer_names(layer.actnorm, f"{prefix}/actnorm")}
+    if isinstance(layer, (ZeroConv2D, LinearZeros)):
+        return {f"{prefix}/W": layer.kernel, f"{prefix}/b": layer.bias, f"{prefix}/logs": layer.scaled_logs}
+    if isinstance(layer, InvertibleConv1x1):
+        return {f"{prefix}/W": layer.kernel}
+    if isinstance(layer, InvertibleConv1x1LU):
+        return {f"{prefix}/{name}": getattr(layer, attr) for name, attr in
+                [("P", "p"), ("L", "lower"), ("sign_S", "sign_s"), ("log_S", "log_s"), ("U", "upper")]}
+    if isinstance(layer, Shuffle):
+        return {f"{prefix}/indices": layer.indices, f"{prefix}/indices_inverse": layer.indices_inverse}
+    if isinstance(layer, Reverse):
+        return {}
+    if isinstance(layer, (AdditiveCoupling, AffineCoupling)):
+        net = layer.f1
+        return {name: v for sub, sub_name in [(net.l_1, "l_1"), (net.l_2, "l_2"), (net.l_last, "l_last")]
+                for name, v in _layer_names(sub, f"{prefix}/f1/{sub_name}").items()}
+    raise TypeError(f"no original name for layer {type(layer).__name__}")
+
+
+def openai_variable_names(model: Glow) -> dict:
+    """{original checkpoint name: glow_tf variable} for every variable of the model."""
+    names = {}
+    for level, chain in enumerate(model.levels):
+        for step_index, step in enumerate(chain.flow_layers):
+            prefix = f"model/{level}/{step_index}"
+            names.update(_layer_names(step.actnorm, f"{prefix}/actnorm"))
+            names.update(_layer_names(step.permutation, f"{prefix}/{_permutation_scope(step.permutation)}"))
+            names.update(_layer_names(step.coupling, prefix))
+    for level, split in enumerate(model.splits):
+        names.update(_layer_names(split.conv, f"model/pool{level}/conv"))
+    if model.top_prior.learntop:
+        names.update(_layer_names(model.top_prior.p, "model/prior/p"))
+    if model.top_prior.ycond:
+        names.update(_layer_names(model.top_prior.y_emb, "model/prior/y_emb"))
+    if model.classifier is not None:
+        names.update(_layer_names(model.classifier, "model/classifier"))
+    return names
+
+
+def _permutation_scope(layer):
+    return {Reverse: "reverse", Shuffle: "shuffle"}.get(type(layer), "invconv")
+
+
+def _resolve_prefix(ckpt_prefix):
+    ckpt_prefix = os.fspath(ckpt_prefix)
+    if os.path.isdir(ckpt_prefix):
+        latest = tf.train.latest_checkpoint(ckpt_prefix)
+        if latest is None:
+            raise ValueError(f"load_checkpoint: expected a checkpoint prefix or a directory with a "
+                             f"'checkpoint' file, got directory {ckpt_prefix!r} without one")
+        return latest
+    if not os.path.exists(ckpt_prefix + ".index"):
+        raise ValueError(f"load_checkpoint: expected a checkpoint prefix (the path before '.index'), "
+                         f"got {ckpt_prefix!r}: {ckpt_prefix}.index does not exist")
+    return ckpt_prefix
+
+
+def load_checkpoint(ckpt_prefix, hparams, use_ema=False) -> Glow:
+    """A Glow with the weights of an original OpenAI Glow checkpoint.
+
+    Args:
+      ckpt_prefix: the checkpoint prefix (e.g. ``logs/model_best_loss.ckpt``) or its directory.
+      hparams: the original's hps: a dict, a JSON file, or its ``logs/train.txt``.
+      use_ema: load the Polyak averages (``.../ExponentialMovingAverage``) instead of the raw
+        weights (the original saves both; its ``model_best_loss_ema.ckpt`` holds only these).
+    """
+    if isinstance(hparams, (str, os.PathLike)):
+        hparams = read_openai_hparams(hparams)
+    config = GlowConfig.from_openai_hparams(hparams)
+    prefix = _resolve_prefix(ckpt_prefix)
+    reader = tf.train.load_checkpoint(prefix)
+    stored_shapes = reader.get_variable_to_shape_map()
+    model = Glow(config)
+    wanted = openai_variable_names(model)
+
+    suffix = EMA_SUFFIX if use_ema else ""
+    stored_model_names = {name[:len(name) - len(suffix)] if suffix else name for name in stored_shapes
+                          if name.startswith("model/") and name.endswith(suffix)
+                          and (use_ema or not name.endswith(EMA_SUFFIX))}
+    problems = []
+    missing = sorted(set(wanted) - stored_model_names)
+    if missing:
+        problems.append(f"missing from the checkpoint: {missing}")
+    unmapped = sorted(stored_model_names - set(wanted))
+    if unmapped:
+        problems.append(f"in the checkpoint but not in a model with these hparams: {unmapped}")
+    for name in sorted(set(wanted) & stored_model_names):
+        stored, expected = list(stored_shapes[name + suffix]), wanted[name].shape.as_list()
+        if stored != expected:
+            problems.append(f"shape mismatch for {name}: checkpoint {stored}, model {expected}")
+    if problems:
+        raise ValueError(f"load_checkpoint({prefix!r}) with config {config}:\n  " + "\n  ".join(problems))
+
+    for name, variable in wanted.items():
+        variable.assign(np.asarray(reader.get_tensor(name + suffix)).astype(variable.dtype.as_numpy_dtype))
+    model.initialized.assign(True)
+    return model
