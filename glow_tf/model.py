@@ -70,7 +70,6 @@ class Glow(keras.Model):
         self.classifier = (LinearZeros(level_shapes[-1][2], config.n_y, name="classifier")
                            if config.has_classifier else None)
         self.initialized = tf.Variable(False, trainable=False, name="initialized")
-        self._bijector = None
 
     # ---------------------------------------------------------------- validation at the edge
     def _check_images(self, x, what, dtype):
@@ -283,10 +282,8 @@ class Glow(keras.Model):
     @property
     def bijector(self):
         """tfb.Bijector: forward = flattened standardised latent [N, D] -> continuous x [N, H, W, C]."""
-        if self._bijector is None:
-            from glow_tf.bijectors import GlowBijector
-            self._bijector = GlowBijector(self)
-        return self._bijector
+        from glow_tf.bijectors import GlowBijector  # a fresh adapter: no model -> bijector -> model cycle
+        return GlowBijector(self)
 
     def distribution(self, y=None):
         """TransformedDistribution(standard Normal [D], bijector), event shape [H, W, C]."""
