@@ -44,13 +44,17 @@ def area_downsample(x, size: int):
     return tf.reduce_mean(blocks, axis=[2, 4])
 
 
-def to_rgb(image, where: str = "image"):
-    """[H, W, C] -> [H, W, 3] by the channel rule; C may be unknown until run time."""
+def to_rgb(image, where="image"):
+    """[H, W, C] -> [H, W, 3] by the channel rule; C may be unknown until run time.
+
+    ``where`` (a string or string tensor, e.g. the file name) prefixes the error message.
+    """
     channels = tf.shape(image)[-1]
-    tf.debugging.Assert(
+    valid = tf.debugging.Assert(
         tf.reduce_any(tf.equal(channels, [1, 3, 4])),
-        [f"{where}: expected 1 (grayscale), 3 (RGB) or 4 (RGBA) channels, got", channels])
-    rgb = tf.where(tf.equal(channels, 1), tf.zeros([3], tf.int32), tf.range(3))
+        [where, "expected 1 (grayscale), 3 (RGB) or 4 (RGBA) channels, got", channels])
+    with tf.control_dependencies([valid]):
+        rgb = tf.where(tf.equal(channels, 1), tf.zeros([3], tf.int32), tf.range(3))
     return tf.gather(image, rgb, axis=-1)  # [H, W, 3]
 
 

@@ -1,0 +1,51 @@
+"""Which source serves a problem, decided by ``problem`` and what ``data_dir`` holds.
+
+  * digits: scikit-learn's bundled digits (``data_dir`` is ignored).
+  * folder: the image folder ``data_dir`` (required).
+  * mnist: idx files when ``data_dir`` holds them, else tfds 'mnist' (``data_dir`` as its data dir).
+  * cifar10: tfds 'cifar10'.
+  * imagenet-oord, imagenet, celeba, lsun_realnvp, lsun: the original's tfrecords when
+    ``data_dir[/category]/train`` holds *.tfrecords, else tfds (``data_dir`` as its data dir).
+A ``data_dir`` that is given but does not exist is a DataError.
+"""
+import os
+
+from absl import logging
+
+from glow_tf.data.config import TFRECORD_PROBLEMS, DataConfig
+from glow_tf.data.digits import load_digits
+from glow_tf.data.errors import DataError
+from glow_tf.data.folder import load_folder
+from glow_tf.data.idx import has_mnist_files, load_mnist_idx
+from glow_tf.data.source import Source
+from glow_tf.data.tfds_source import load_tfds
+from glow_tf.data.tfrecords import has_tfrecords, load_tfrecords
+
+_NOT_FOUND_HINTS = {
+    "mnist": "or pass --data_dir holding MNIST idx files ({train,t10k}-images-idx3-ubyte[.gz] "
+             "and {train,t10k}-labels-idx1-ubyte[.gz]).",
+    "cifar10": "or train offline on --problem digits or --problem folder --data_dir DIR.",
+}
+_TFRECORDS_HINT = ("or pass --data_dir holding the original's tfrecords "
+                   "(DIR[/category]/train/train-rNN-s-SSSS-of-NNNN.tfrecords and validation/...).")
+
+
+def load_source(cfg: DataConfig) -> Source:
+    problem, image_size = cfg.problem, cfg.resolved_image_size
+    if problem == "digits":
+        if cfg.data_dir:
+            logging.warning("digits: --data_dir %s ignored (the data ship with scikit-learn)",
+                            cfg.data_dir)
+        return load_digits(image_size)
+    if problem == "folder":
+        return load_folder(cfg.data_dir, image_size, cfg.n_test, workers=max(cfg.pmap, 1))
+    if cfg.data_dir and not os.path.isdir(cfg.data_dir):
+        raise DataError(f"--data_dir {cfg.data_dir}: folder does not exist")
+    if problem == "mnist" and cfg.data_dir and has_mnist_files(cfg.data_dir):
+        return load_mnist_idx(cfg.data_dir)
+    if problem in TFRECORD_PROBLEMS and cfg.data_dir:
+        tfrecord_dir = os.path.join(cfg.data_dir, cfg.category) if cfg.category else cfg.data_dir
+        if has_tfrecords(tfrecord_dir):
+            return load_tfrecords(tfrecord_dir, problem, image_size, cfg.defaults.n_y, cfg.fmap)
+    return load_tfds(problem, cfg.data_dir, image_size, cfg.category, cfg.defaults.n_y, cfg.fmap,
+                     _NOT_FOUND_HINTS.get(problem, _TFRECORDS_HINT))
