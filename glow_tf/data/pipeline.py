@@ -5,7 +5,10 @@ drop_remainder, augmented per ``dal``, prefetched. In-memory splits shuffle imag
 (so an iterator checkpoint holds indices, not images); streamed splits shuffle records
 across files and in a buffer, as the original's tfrecord reader. Every random choice
 (shuffle, shift, crop) is seeded or stateless, so two pipelines with one seed agree batch for
-batch, and ``tf.train.Checkpoint(iterator=iter(ds.train))`` resumes mid-epoch exactly.
+batch, and ``tf.train.Checkpoint(iterator=iter(ds.train))`` resumes mid-epoch exactly. As any
+seeded tf.data shuffle with reshuffle_each_iteration, the FIRST iterator over a freshly made
+``train`` is the seed's stream; a second ``iter()`` over the same object continues with new
+shuffles (make the datasets again, or restore a checkpoint, to replay).
 
 Test: the first ``n_test`` held-out examples in a fixed order, one pass, batches of
 n_batch_test (the last one may be smaller), never augmented.
@@ -24,7 +27,7 @@ from glow_tf.data import augment
 from glow_tf.data import images as image_ops
 from glow_tf.data.config import DEFAULT_EPOCH_SIZE, DataConfig
 from glow_tf.data.errors import DataError
-from glow_tf.data.source import ArraySplit, Source, Split
+from glow_tf.data.source import ArraySplit, Source
 from glow_tf.data.sources import load_source
 
 N_CHANNELS = 3

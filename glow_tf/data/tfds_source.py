@@ -69,13 +69,15 @@ def _load(name, split, data_dir, not_found_hint, **kwargs):
         return tfds.load(name, split=split, data_dir=data_dir or None, download=False,
                          with_info=True, **kwargs)
     except (AssertionError, ValueError, FileNotFoundError) as e:
-        first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
+        # tfds raises AssertionError for "not prepared"; its advice (download=True) is not ours.
+        reason = "not prepared there" if isinstance(e, AssertionError) else str(e).split("\n")[0]
         raise DataError(
             f"tfds data set '{name}' (split {split}) is not available in "
-            f"{data_dir or '$TFDS_DATA_DIR or ~/tensorflow_datasets'} ({first_line}). glow_tf "
-            f"never downloads: on a machine with internet run `tfds build {name}` (or "
-            f"tfds.builder('{name}').download_and_prepare()), copy its data dir here and pass "
-            f"--data_dir DIR or set TFDS_DATA_DIR=DIR; {not_found_hint}") from None
+            f"{data_dir or '$TFDS_DATA_DIR or ~/tensorflow_datasets'}: {reason}. glow_tf never "
+            f"downloads: on a machine with internet run `tfds build {name}` (some, like "
+            f"imagenet2012, first need a manual download: see the tfds catalog), copy the tfds "
+            f"data dir here and pass --data_dir DIR or set TFDS_DATA_DIR=DIR; "
+            f"{not_found_hint}") from None
 
 
 def _array_split(problem, name, split, data_dir, n_y, not_found_hint):
