@@ -220,6 +220,34 @@ def test_dal1_is_a_continuous_shift_of_up_to_ten_percent():
     assert np.mean(np.abs(shifts - np.round(shifts)) > 0.05) > 0.5  # not integer shifts
 
 
+def keras_2_2_affine_transform(x, theta=0., tx=0., ty=0., shear=0., zx=1., zy=1.):
+    """The original's Keras 2.2 (keras_preprocessing 1.0) apply_affine_transform, [H, W, C]:
+    (row, col) matrices, centre h/2 + .5, scipy order=1, fill_mode='nearest'."""
+    from scipy import ndimage
+    t, s = np.deg2rad(theta), np.deg2rad(shear)
+    m = np.array([[np.cos(t), -np.sin(t), 0], [np.sin(t), np.cos(t), 0], [0, 0, 1]])
+    m = m @ np.array([[1, 0, tx], [0, 1, ty], [0, 0, 1]])
+    m = m @ np.array([[1, -np.sin(s), 0], [0, np.cos(s), 0], [0, 0, 1]])
+    m = m @ np.array([[zx, 0, 0], [0, zy, 0], [0, 0, 1]])
+    centre = np.array([x.shape[0] / 2 + 0.5, x.shape[1] / 2 + 0.5])
+    offset, reset = np.eye(3), np.eye(3)
+    offset[:2, 2], reset[:2, 2] = centre, -centre
+    m = offset @ m @ reset
+    return np.stack([ndimage.affine_transform(x[..., c], m[:2, :2], m[:2, 2], order=1,
+                                              mode="nearest") for c in range(x.shape[-1])], -1)
+
+
+@pytest.mark.parametrize("params", [dict(tx=1.3, ty=-2.2), dict(theta=-14., zx=1.1, zy=0.9),
+                                    dict(theta=10., tx=0.7, ty=2.1, shear=0.02, zx=.93, zy=1.08)])
+def test_affine_transform_is_the_originals_keras(params):
+    x = np.random.default_rng(0).uniform(0, 255, [32, 32, 3]).astype(np.float32)
+    ours = augment.affine_transform(
+        x[None], theta=params.get("theta", 0.), shift_rows=params.get("tx", 0.),
+        shift_cols=params.get("ty", 0.), shear=params.get("shear", 0.),
+        zoom_rows=params.get("zx", 1.), zoom_cols=params.get("zy", 1.))[0].numpy()
+    np.testing.assert_allclose(ours, keras_2_2_affine_transform(x, **params), atol=5e-3)
+
+
 def test_dal2_adds_flips_rotation_zoom_and_is_deterministic():
     x = tf.random.stateless_uniform([64, 32, 32, 3], [1, 2], 0, 255)
     seed = tf.constant([4, 5], tf.int64)
