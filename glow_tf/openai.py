@@ -96,7 +96,8 @@ def load_checkpoint(ckpt_prefix, hparams, use_ema=False) -> Glow:
       ckpt_prefix: the checkpoint prefix (e.g. ``logs/model_best_loss.ckpt``) or its directory.
       hparams: the original's hps: a dict, a JSON file, or its ``logs/train.txt``.
       use_ema: load the Polyak averages (``.../ExponentialMovingAverage``) instead of the raw
-        weights (the original saves both; its ``model_best_loss_ema.ckpt`` holds only these).
+        weights of the trainable variables (the original's ``model.save`` writes both;
+        non-trainable variables have no average and load raw).
     """
     if isinstance(hparams, (str, os.PathLike)):
         hparams = read_openai_hparams(hparams)
@@ -107,25 +108,29 @@ def load_checkpoint(ckpt_prefix, hparams, use_ema=False) -> Glow:
     model = Glow(config)
     wanted = openai_variable_names(model)
 
-    suffix = EMA_SUFFIX if use_ema else ""
-    stored_model_names = {name[:len(name) - len(suffix)] if suffix else name for name in stored_shapes
-                          if name.startswith("model/") and name.endswith(suffix)
+    # The original averages only trainable variables (optim.polyak over tf.trainable_variables()):
+    # non-trainable ones (shuffle indices, LU's P and sign_S) have no shadow and load raw.
+    def stored_key(name):
+        return name + EMA_SUFFIX if use_ema and wanted[name].trainable else name
+
+    stored_model_names = {name[:-len(EMA_SUFFIX)] if name.endswith(EMA_SUFFIX) else name
+                          for name in stored_shapes if name.startswith("model/")
                           and (use_ema or not name.endswith(EMA_SUFFIX))}
     problems = []
-    missing = sorted(set(wanted) - stored_model_names)
+    missing = sorted(name for name in wanted if stored_key(name) not in stored_shapes)
     if missing:
-        problems.append(f"missing from the checkpoint: {missing}")
+        problems.append(f"missing from the checkpoint: {[stored_key(name) for name in missing]}")
     unmapped = sorted(stored_model_names - set(wanted))
     if unmapped:
         problems.append(f"in the checkpoint but not in a model with these hparams: {unmapped}")
-    for name in sorted(set(wanted) & stored_model_names):
-        stored, expected = list(stored_shapes[name + suffix]), wanted[name].shape.as_list()
+    for name in sorted(set(wanted) - set(missing)):
+        stored, expected = list(stored_shapes[stored_key(name)]), wanted[name].shape.as_list()
         if stored != expected:
             problems.append(f"shape mismatch for {name}: checkpoint {stored}, model {expected}")
     if problems:
         raise ValueError(f"load_checkpoint({prefix!r}) with config {config}:\n  " + "\n  ".join(problems))
 
     for name, variable in wanted.items():
-        variable.assign(np.asarray(reader.get_tensor(name + suffix)).astype(variable.dtype.as_numpy_dtype))
+        variable.assign(np.asarray(reader.get_tensor(stored_key(name))).astype(variable.dtype.as_numpy_dtype))
     model.initialized.assign(True)
     return model

@@ -1,0 +1,100 @@
+"""Shared fixtures: tiny Glow models, weight perturbation, Jacobian log-determinants.
+
+Keras 2 (tf_keras) must be selected before TensorFlow is first imported.
+"""
+import os
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import glow_tf  # noqa: E402
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GOLDEN_DIR = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "golden"))
+GOLDEN_SKIP_REASON = "../shared/golden absent (CI provides it beside the repo)"
+
+# A tiny model: 4x4x3 images, two levels (level shapes (2,2,12), (1,1,24)), D = 48.
+TINY = dict(image_size=4, n_channels=3, n_levels=2, depth=2, width=8)
+
+
+def tiny_config(**changes):
+    return glow_tf.GlowConfig(**{**TINY, **changes})
+
+
+def random_images(config, n, seed=0):
+    return np.random.RandomState(seed).randint(0, 256, (n,) + config.image_shape).astype(np.uint8)
+
+
+def random_labels(config, n, seed=0):
+    return np.random.RandomState(seed + 1).randint(0, config.n_y, n).astype(np.int32)
+
+
+def perturb(variables, scale=0.05, seed=0):
+    """``v += scale * N(0, 1)`` for every trainable float variable (as the golden fixtures do),
+    so that zero-initialised layers (coupling output, priors, classifier) are not trivial."""
+    rng = np.random.RandomState(seed)
+    for v in variables:
+        if v.trainable and v.dtype.is_floating:
+            v.assign_add((scale * rng.standard_normal(v.shape.as_list())).astype(np.float32))
+
+
+def build_model(config, perturb_scale=0.05, seed=0, n_init=8):
+    """A Glow with data-dependent init on random images, then weights perturbed."""
+    model = glow_tf.Glow(config)
+    y = random_labels(config, n_init, seed) if config.ycond else None
+    model.initialize(random_images(config, n_init, seed), y)
+    if perturb_scale:
+        perturb(model.trainable_variables, perturb_scale, seed)
+    return model
+
+
+def continuous_batch(model, n, seed=0):
+    """(x continuous [n, H, W, C] in [-.5, .5), y or None) with fixed dequantisation noise."""
+    config = model.config
+    noise = np.random.RandomState(seed + 2).uniform(0, 1.0 / config.n_bins, (n,) + config.image_shape)
+    x = model.preprocess(random_images(config, n, seed + 3), noise=noise.astype(np.float32))
+    y = tf.constant(random_labels(config, n, seed + 3)) if config.ycond else None
+    return x, y
+
+
+def jacobian_log_det(fn, x):
+    """log|det d fn(x) / dx| per example, from the batch Jacobian of the flattened map.
+
+    ``fn`` maps a [N, ...] tensor to a [N, ...] tensor (or a list of them, flattened and joined
+    in order); the Jacobian [N, D, D] is computed in float32 and its slogdet in float64.
+    """
+    x = tf.convert_to_tensor(x)
+    n = x.shape[0]
+    flat = tf.reshape(x, [n, -1])
+    with tf.GradientTape() as tape:
+        tape.watch(flat)
+        out = fn(tf.reshape(flat, x.shape))
+        if isinstance(out, (list, tuple)):
+            out_flat = tf.concat([tf.reshape(o, [n, -1]) for o in out], axis=1)
+        else:
+            out_flat = tf.reshape(out, [n, -1])
+    jac = tape.batch_jacobian(out_flat, flat, experimental_use_pfor=True)
+    assert jac.shape[1] == jac.shape[2], f"not a square Jacobian: {jac.shape}"
+    sign, log_abs_det = tf.linalg.slogdet(tf.cast(jac, tf.float64))
+    assert np.all(sign.numpy() != 0), "singular Jacobian"
+    return log_abs_det.numpy()
+
+
+@pytest.fixture(scope="session")
+def golden_dir():
+    if not os.path.isdir(GOLDEN_DIR):
+        pytest.skip(GOLDEN_SKIP_REASON)
+    return GOLDEN_DIR
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Deterministic initialisers (the conv kernels' N(0, .05) draws) in every test."""
+    seed = int(os.environ.get("GLOW_TEST_SEED", "1234"))  # vary it to probe robustness
+    tf.random.set_seed(seed)
+    np.random.seed(seed)
+    yield

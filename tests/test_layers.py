@@ -1,0 +1,372 @@
+"""Flow layers: invertibility, log-determinants against the batch Jacobian, and the original's
+details (tfops.py / model.py of openai/glow) checked independently of the implementation."""
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import jacobian_log_det, perturb, tiny_config
+from glow_tf.layers import (ActNorm, AdditiveCoupling, AffineCoupling, ConvActNorm, InvertibleConv1x1,
+                            InvertibleConv1x1LU, LinearZeros, Reverse, Shuffle, Split, Squeeze, TopPrior,
+                            ZeroConv2D, data_dependent_init, squeeze2d, unsqueeze2d)
+from glow_tf.layers.nn import edge_bias_conv2d
+from glow_tf.model import FlowStep
+
+SHAPE = (2, 4, 4, 4)  # [N, H, W, C]
+LABELS = tf.constant([1, 2], tf.int32)
+
+
+def _x(shape=SHAPE, seed=0):
+    return tf.constant(np.random.RandomState(seed).standard_normal(shape).astype(np.float32))
+
+
+def _flow(layer):
+    return layer, layer.forward, layer.inverse
+
+
+def _split():
+    layer = Split(SHAPE[-1])
+    return layer, lambda x: ((lambda z1, eps, ld: ((z1, eps), ld))(*layer.forward(x))), \
+        lambda out: layer.inverse(*out)
+
+
+def _top_prior():
+    layer = TopPrior(SHAPE[1:], learntop=True, ycond=True, n_y=3)
+    return layer, lambda x: layer.forward(x, LABELS), lambda e: layer.inverse(e, LABELS)
+
+
+# name -> () -> (layer, forward: x -> (out, log_det), inverse: out -> (x, log_det))
+LAYERS = {
+    "actnorm": lambda: _flow(ActNorm(4)),
+    "reverse": lambda: _flow(Reverse(4)),
+    "shuffle": lambda: _flow(Shuffle(4, seed=3)),
+    "invconv": lambda: _flow(InvertibleConv1x1(4, seed=3)),
+    "invconv_lu": lambda: _flow(InvertibleConv1x1LU(4, seed=3)),
+    "additive": lambda: _flow(AdditiveCoupling(4, width=8)),
+    "affine": lambda: _flow(AffineCoupling(4, width=8)),
+    "squeeze": lambda: _flow(Squeeze()),
+    "flowstep_affine_invconv": lambda: _flow(FlowStep(4, tiny_config(flow_permutation=2, flow_coupling=1))),
+    "flowstep_additive_shuffle": lambda: _flow(FlowStep(4, tiny_config(flow_permutation=1, flow_coupling=0))),
+    "split": _split,
+    "top_prior": _top_prior,
+}
+VOLUME_CHANGING = {"actnorm", "invconv", "invconv_lu", "affine", "flowstep_affine_invconv",
+                   "flowstep_additive_shuffle", "split", "top_prior"}
+
+
+def _perturbed(name):
+    layer, forward, inverse = LAYERS[name]()
+    perturb(layer.trainable_variables, scale=0.3, seed=7)
+    return layer, forward, inverse
+
+
+def _flat(out):
+    if isinstance(out, (list, tuple)):
+        return np.concatenate([np.reshape(o, [SHAPE[0], -1]) for o in out], axis=1)
+    return np.reshape(out, [SHAPE[0], -1])
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_inverse_of_forward_and_log_det_against_jacobian(name):
+    layer, forward, inverse = _perturbed(name)
+    x = _x()
+    out, log_det = forward(x)
+    assert log_det.shape == [SHAPE[0]]
+
+    # Round trip.
+    x_back, inverse_log_det = inverse(out)
+    np.testing.assert_allclose(x_back, x, atol=2e-5)
+
+    # The layer does something (the perturbed zero-initialised convs make couplings non-trivial).
+    if name not in ("squeeze", "split"):
+        assert np.max(np.abs(_flat(out) - _flat(x))) > 1e-2
+
+    # Forward log-det == log|det| of the Jacobian of the flattened map.
+    expected = jacobian_log_det(lambda t: forward(t)[0], x)
+    np.testing.assert_allclose(log_det, expected, rtol=1e-4, atol=2e-4)
+    if name in VOLUME_CHANGING:
+        assert np.all(np.abs(expected) > 1e-2), f"{name}: log-det trivially 0 ({expected})"
+    else:
+        np.testing.assert_allclose(expected, 0.0, atol=1e-4)
+
+    # Inverse log-det at z = forward(x) is minus the forward log-det at x.
+    np.testing.assert_allclose(inverse_log_det, -log_det, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["actnorm", "invconv", "invconv_lu", "affine", "split", "top_prior"])
+def test_inverse_log_det_against_jacobian_of_inverse(name):
+    layer, forward, inverse = _perturbed(name)
+    z = forward(_x(seed=1))[0]
+    if isinstance(z, tuple):  # split: differentiate w.r.t. both outputs, joined
+        z1, eps = z
+        n1 = int(np.prod(z1.shape[1:]))
+        joined = tf.concat([tf.reshape(z1, [SHAPE[0], -1]), tf.reshape(eps, [SHAPE[0], -1])], axis=1)
+        fn = lambda t: inverse((tf.reshape(t[:, :n1], z1.shape), tf.reshape(t[:, n1:], eps.shape)))[0]  # noqa: E731
+        expected, got = jacobian_log_det(fn, joined), inverse((z1, eps))[1]
+    else:
+        expected, got = jacobian_log_det(lambda t: inverse(t)[0], z), inverse(z)[1]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=2e-4)
+
+
+# ------------------------------------------------------------------------------- ActNorm
+def test_actnorm_centers_then_scales_with_logscale_factor_3():
+    layer = ActNorm(4)
+    b = np.array([0.5, -1.0, 2.0, 0.1], np.float32).reshape(1, 1, 1, 4)
+    stored_logs = np.array([0.1, -0.2, 0.05, 0.3], np.float32).reshape(1, 1, 1, 4)
+    layer.bias.assign(b)
+    layer.scaled_logs.assign(stored_logs)
+    x = _x().numpy()
+    z, log_det = layer.forward(x)
+    # Original: actnorm_center (x + b), then actnorm_scale (* exp(logs)), logs = 3 * stored value.
+    np.testing.assert_allclose(z, (x + b) * np.exp(3 * stored_logs), rtol=1e-6)
+    np.testing.assert_allclose(log_det, [4 * 4 * 3 * stored_logs.sum()] * 2, rtol=1e-6)
+    # Reverse order on the way back: unscale, then uncenter.
+    back, inverse_log_det = layer.inverse(z)
+    np.testing.assert_allclose(back, x, atol=1e-5)
+    np.testing.assert_allclose(inverse_log_det, -log_det, rtol=1e-6)
+
+
+def test_actnorm_data_dependent_init_gives_zero_mean_unit_std():
+    layer = ActNorm(3)
+    rng = np.random.RandomState(0)
+    x = (rng.standard_normal((8, 5, 5, 3)) * [0.5, 2.0, 7.0] + [3.0, -1.0, 0.25]).astype(np.float32)
+    with data_dependent_init():
+        z, _ = layer.forward(x)
+    z = z.numpy()
+    np.testing.assert_allclose(z.mean(axis=(0, 1, 2)), 0.0, atol=1e-5)
+    np.testing.assert_allclose(z.std(axis=(0, 1, 2)), 1.0, rtol=1e-4)
+    # Stored as the original: b = -mean, logs variable = log(1 / (std + 1e-6)) / 3.
+    mean, std = x.mean(axis=(0, 1, 2)), x.std(axis=(0, 1, 2))
+    np.testing.assert_allclose(layer.bias.numpy().ravel(), -mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(layer.scaled_logs.numpy().ravel(), np.log(1 / (std + 1e-6)) / 3, rtol=1e-4)
+    # Outside the context the parameters stay put.
+    before = [v.numpy().copy() for v in layer.variables]
+    layer.forward(x * 10.0 + 4.0)
+    for v, old in zip(layer.variables, before):
+        np.testing.assert_array_equal(v.numpy(), old)
+
+
+# ------------------------------------------------------------------ network blocks (tfops)
+def _original_edge_padding_conv(x, kernel):
+    """tfops.add_edge_padding + VALID conv, written out as the original does."""
+    kh, kw = kernel.shape[0], kernel.shape[1]
+    a, b = (kh - 1) // 2, (kw - 1) // 2
+    padded = np.pad(x, [[0, 0], [a, a], [b, b], [0, 0]])
+    border = np.zeros((1,) + padded.shape[1:3] + (1,), np.float32)
+    border[:, :a, :, 0] = 1.0
+    border[:, -a:, :, 0] = 1.0
+    border[:, :, :b, 0] = 1.0
+    border[:, :, -b:, 0] = 1.0
+    padded = np.concatenate([padded, np.tile(border, [x.shape[0], 1, 1, 1])], axis=3)
+    return tf.nn.conv2d(padded, kernel, 1, "VALID").numpy()
+
+
+@pytest.mark.parametrize("kernel_size", [3, 5])
+def test_edge_bias_conv_equals_original_construction(kernel_size):
+    rng = np.random.RandomState(0)
+    x = rng.standard_normal((2, 6, 5, 3)).astype(np.float32)
+    kernel = rng.standard_normal((kernel_size, kernel_size, 4, 7)).astype(np.float32)
+    got = edge_bias_conv2d(x, kernel).numpy()
+    np.testing.assert_allclose(got, _original_edge_padding_conv(x, kernel), rtol=1e-5, atol=1e-5)
+    # The border channel matters: without it the result differs at the border.
+    plain = tf.nn.conv2d(x, kernel[:, :, :3], 1, "SAME").numpy()
+    assert np.abs(got - plain).max() > 1e-2
+
+
+def test_edge_bias_conv_1x1_is_plain_conv():
+    rng = np.random.RandomState(1)
+    x = rng.standard_normal((2, 4, 4, 3)).astype(np.float32)
+    kernel = rng.standard_normal((1, 1, 3, 5)).astype(np.float32)
+    np.testing.assert_allclose(edge_bias_conv2d(x, kernel), np.einsum("nhwc,cd->nhwd", x, kernel[0, 0]),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_conv_actnorm_kernel_init_is_normal_0_05_with_edge_channel():
+    tf.random.set_seed(0)
+    conv = ConvActNorm(16, 64, (3, 3))
+    kernel = conv.kernel.numpy()
+    assert kernel.shape == (3, 3, 17, 64)  # + 1 border input channel
+    assert abs(kernel.mean()) < 0.003
+    assert abs(kernel.std() - 0.05) < 0.0025
+    assert ConvActNorm(16, 8, (1, 1)).kernel.shape == (1, 1, 16, 8)  # 1x1: no border channel
+
+
+def test_zero_layers_start_at_zero_and_scale_by_exp_3_logs():
+    x = _x((2, 4, 4, 3)).numpy()
+    conv = ZeroConv2D(3, 6)
+    linear = LinearZeros(3, 6)
+    np.testing.assert_array_equal(conv(x), 0.0)
+    np.testing.assert_array_equal(linear(x[:, 0, 0]), 0.0)
+    for layer in (conv, linear):
+        layer.bias.assign(tf.ones_like(layer.bias))
+        layer.scaled_logs.assign(tf.fill(layer.scaled_logs.shape, 0.1))
+    np.testing.assert_allclose(conv(x), np.exp(0.3), rtol=1e-6)  # (0 + 1) * exp(3 * 0.1)
+    np.testing.assert_allclose(linear(x[:, 0, 0]), np.exp(0.3), rtol=1e-6)
+    linear.kernel.assign(np.arange(18, dtype=np.float32).reshape(3, 6) / 10)
+    np.testing.assert_allclose(linear(x[:, 0, 0]), (x[:, 0, 0] @ linear.kernel.numpy() + 1) * np.exp(0.3),
+                               rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------ couplings
+def test_couplings_at_init():
+    x = _x().numpy()
+    additive = AdditiveCoupling(4, width=8)
+    z, log_det = additive.forward(x)
+    np.testing.assert_array_equal(z, x)  # l_last is zero-initialised: the identity
+    np.testing.assert_array_equal(log_det, 0.0)
+    affine = AffineCoupling(4, width=8)
+    z, log_det = affine.forward(x)
+    sig2 = 1 / (1 + np.exp(-2.0))
+    np.testing.assert_allclose(z[..., :2], x[..., :2])
+    np.testing.assert_allclose(z[..., 2:], x[..., 2:] * sig2, rtol=1e-6)
+    np.testing.assert_allclose(log_det, 4 * 4 * 2 * np.log(sig2), rtol=1e-6)
+
+
+def test_coupling_formulas_first_half_conditions():
+    x = _x().numpy()
+    x1, x2 = x[..., :2], x[..., 2:]
+    additive = AdditiveCoupling(4, width=8)
+    perturb(additive.trainable_variables, 0.3, seed=1)
+    h = additive.f1(x1).numpy()
+    assert h.shape == x2.shape
+    np.testing.assert_allclose(additive.forward(x)[0], np.concatenate([x1, x2 + h], -1), rtol=1e-5, atol=1e-6)
+
+    affine = AffineCoupling(4, width=8)
+    perturb(affine.trainable_variables, 0.3, seed=2)
+    h = affine.f1(x1).numpy()
+    assert h.shape == x.shape  # n_out = C: shift and scale interleaved
+    shift, scale = h[..., 0::2], 1 / (1 + np.exp(-(h[..., 1::2] + 2.0)))
+    z, log_det = affine.forward(x)
+    np.testing.assert_allclose(z, np.concatenate([x1, (x2 + shift) * scale], -1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(log_det, np.log(scale).sum(axis=(1, 2, 3)), rtol=1e-5)
+
+
+def test_coupling_network_shapes_match_the_original():
+    net = AffineCoupling(6, width=16).f1
+    assert net.l_1.kernel.shape == (3, 3, 3 + 1, 16)
+    assert net.l_2.kernel.shape == (1, 1, 16, 16)
+    assert net.l_last.kernel.shape == (3, 3, 16 + 1, 6)
+    assert AdditiveCoupling(6, width=16).f1.l_last.kernel.shape == (3, 3, 17, 3)
+
+
+# --------------------------------------------------------------------------- permutations
+def test_reverse_and_shuffle_semantics():
+    x = _x().numpy()
+    np.testing.assert_array_equal(Reverse(4).forward(x)[0], x[..., ::-1])
+    shuffle = Shuffle(8, seed=5)
+    x8 = _x((2, 3, 3, 8)).numpy()
+    indices = shuffle.indices.numpy()
+    assert sorted(indices) == list(range(8)) and list(indices) != list(range(8))
+    # tfops.shuffle_features: gather along channels with `indices`; back with `indices_inverse`.
+    np.testing.assert_array_equal(shuffle.forward(x8)[0], x8[..., indices])
+    np.testing.assert_array_equal(shuffle.indices_inverse.numpy(), np.argsort(indices))
+    np.testing.assert_array_equal(shuffle.inverse(x8[..., indices])[0], x8)
+    assert not shuffle.trainable_variables
+    assert {v.ref() for v in shuffle.non_trainable_variables} == {shuffle.indices.ref(), shuffle.indices_inverse.ref()}
+
+
+def test_shuffle_indices_survive_save_restore(tmp_path):
+    saved = Shuffle(8, seed=5)
+    path = tf.train.Checkpoint(layer=saved).write(str(tmp_path / "ckpt"))
+    restored = Shuffle(8, seed=6)
+    assert list(restored.indices.numpy()) != list(saved.indices.numpy())
+    tf.train.Checkpoint(layer=restored).read(path).assert_consumed()
+    np.testing.assert_array_equal(restored.indices, saved.indices)
+    np.testing.assert_array_equal(restored.indices_inverse, saved.indices_inverse)
+
+
+def test_invertible_1x1_conv():
+    layer = InvertibleConv1x1(5, seed=2)
+    w = layer.kernel.numpy()
+    np.testing.assert_allclose(w.T @ w, np.eye(5), atol=1e-5)  # orthogonal init (QR of a Gaussian)
+    perturb(layer.trainable_variables, 0.3, seed=3)
+    w = layer.kernel.numpy()
+    x = _x((2, 3, 4, 5)).numpy()
+    z, log_det = layer.forward(x)
+    np.testing.assert_allclose(z, np.einsum("nhwc,cd->nhwd", x, w), rtol=1e-5, atol=1e-5)
+    expected = 3 * 4 * np.linalg.slogdet(w.astype(np.float64))[1]
+    np.testing.assert_allclose(log_det, [expected] * 2, rtol=1e-5, atol=1e-5)
+
+
+def test_invertible_1x1_conv_lu():
+    layer = InvertibleConv1x1LU(5, seed=2)
+    np.testing.assert_allclose(layer.weight_matrix().numpy().T @ layer.weight_matrix().numpy(), np.eye(5),
+                               atol=1e-5)
+    trainable = {v.ref() for v in layer.trainable_variables}
+    assert trainable == {layer.lower.ref(), layer.log_s.ref(), layer.upper.ref()}
+    assert {v.ref() for v in layer.non_trainable_variables} == {layer.p.ref(), layer.sign_s.ref()}
+    perturb(layer.trainable_variables, 0.3, seed=3)
+    p, lower, upper = layer.p.numpy(), layer.lower.numpy(), layer.upper.numpy()
+    s = layer.sign_s.numpy() * np.exp(layer.log_s.numpy())
+    w = p @ (np.tril(lower, -1) + np.eye(5)) @ (np.triu(upper, 1) + np.diag(s))
+    np.testing.assert_allclose(layer.weight_matrix(), w, rtol=1e-5, atol=1e-6)
+    x = _x((2, 3, 4, 5)).numpy()
+    z, log_det = layer.forward(x)
+    np.testing.assert_allclose(z, np.einsum("nhwc,cd->nhwd", x, w), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(log_det, [12 * np.linalg.slogdet(w)[1]] * 2, rtol=1e-5, atol=1e-5)
+
+
+# -------------------------------------------------------------------------------- squeeze
+def test_squeeze_channel_order_elementwise():
+    rng = np.random.RandomState(0)
+    x = rng.standard_normal((2, 6, 4, 3)).astype(np.float32)
+    out = squeeze2d(tf.constant(x)).numpy()
+    assert out.shape == (2, 3, 2, 12)
+    for n in range(2):
+        for i in range(3):
+            for j in range(2):
+                for c in range(3):
+                    for dh in range(2):
+                        for dw in range(2):
+                            assert out[n, i, j, c * 4 + dh * 2 + dw] == x[n, 2 * i + dh, 2 * j + dw, c]
+    np.testing.assert_array_equal(unsqueeze2d(out), x)
+    # Not tf.nn.space_to_depth's order.
+    assert not np.array_equal(out, tf.nn.space_to_depth(x, 2).numpy())
+
+
+# ---------------------------------------------------------------------------------- priors
+def test_split_prior_mean_and_logs_are_interleaved():
+    split = Split(4)
+    perturb(split.trainable_variables, 0.3, seed=4)
+    x = _x().numpy()
+    x1, x2 = x[..., :2], x[..., 2:]
+    h = split.conv(x1).numpy()  # 2 * (C/2) = C channels
+    assert h.shape == x.shape
+    mean, logs = h[..., 0::2], h[..., 1::2]
+    z1, eps, log_det = split.forward(x)
+    np.testing.assert_allclose(eps, (x2 - mean) / np.exp(logs), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(z1, squeeze2d(x1))
+    np.testing.assert_allclose(log_det, -logs.sum(axis=(1, 2, 3)), rtol=1e-5)
+
+
+def test_top_prior_mean_and_logs_are_contiguous_halves():
+    prior = TopPrior((2, 2, 3), learntop=True, ycond=True, n_y=4)
+    perturb(prior.trainable_variables, 0.3, seed=5)
+    y = np.array([0, 3], np.int32)
+    # Original: h = conv2d_zeros(zeros [N, h, w, 2c]) (edge bias!) + linear_zeros(onehot(y)).
+    h = prior.p(tf.zeros([2, 2, 2, 6])).numpy() + prior.y_emb(np.eye(4, dtype=np.float32)[y]).numpy()[:, None, None]
+    mean, logs = prior.mean_and_logs(y)
+    np.testing.assert_allclose(mean, h[..., :3], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(logs, h[..., 3:], rtol=1e-5, atol=1e-6)
+    z = _x((2, 2, 2, 3)).numpy()
+    eps, log_det = prior.forward(z, y)
+    np.testing.assert_allclose(eps, (z - h[..., :3]) / np.exp(h[..., 3:]), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(log_det, -h[..., 3:].sum(axis=(1, 2, 3)), rtol=1e-5)
+
+
+def test_top_prior_plain_is_standard_normal():
+    prior = TopPrior((2, 2, 3))
+    assert not prior.trainable_variables
+    z = _x((2, 2, 2, 3)).numpy()
+    eps, log_det = prior.forward(z)
+    np.testing.assert_array_equal(eps, z)
+    np.testing.assert_array_equal(log_det, 0.0)
+
+
+def test_log_sigmoid_matches_log_of_scale_for_extreme_values():
+    # The affine log-det uses log_sigmoid (stable) where the original takes log(sigmoid(.)).
+    v = np.array([-30.0, -5.0, 0.0, 5.0], np.float32)
+    np.testing.assert_allclose(tf.math.log_sigmoid(v), np.log(1 / (1 + np.exp(-v.astype(np.float64)))),
+                               rtol=1e-5)
+    assert math.isfinite(float(tf.math.log_sigmoid(-200.0)))
