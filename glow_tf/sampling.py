@@ -1,0 +1,333 @@
+"""Using a trained Glow: sample grids, interpolation, attribute manipulation, reconstruction.
+
+Everything works through the SavedModel's signatures (``glow_tf.export``), so a model
+behaves the same whether it was exported (``load_model`` of a SavedModel needs only
+TensorFlow) or is restored from a glow_tf checkpoint (its signatures are built in memory).
+
+* Samples: each level's eps ~ N(0, t^2) for temperature t; a temperature sweep puts one
+  temperature per row (the original's [0, .25, .5, .6, .7, .8, .9, 1]) and reseeds before
+  every row, so a column is one latent draw seen at every temperature. Class-conditional
+  models label image i with class i % n_y, as the original's ``draw_samples``, unless a
+  class is given.
+* Interpolation: eps_t = (1 - t) * eps_a + t * eps_b at every level, t = 0 .. 1 in equal steps
+  (t = 0 and t = 1 decode to the inputs, up to the dequantisation of the encoding).
+* Manipulation (the original's demo, ``get_manipulators.py``): the direction of an attribute
+  is mean(eps of images with it) - mean(eps of images without it), eps flattened and joined
+  over levels; image i of the row decodes eps + alpha_i * direction. Labelled data sets label
+  classes, so an attribute is a class k: images of class k against all others. The original
+  demo stored 1.6 * direction, so its alpha 1 is alpha 1.6 here.
+* Input images: read with PIL and converted to the model's channels (grayscale replicated
+  to RGB, alpha dropped). An image of another size is centre-cropped to a square and resized
+  (bilinear, antialiased: the input pipeline's rule for image folders) with a warning.
+* Grids are written as the original's ``graphics.save_raster``: tiles in row-major order,
+  grayscale tiled to RGB, one PNG; unlike the original a last partial row is kept (the
+  empty cells are black) instead of dropped. Files are written to a temp file, then renamed.
+"""
+import hashlib
+import json
+import os
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+from PIL import Image, UnidentifiedImageError
+
+# The original's sampling temperatures (train.py draw_samples): one grid row each.
+SWEEP_TEMPERATURES = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+class ServedGlow:
+    """A Glow behind its SavedModel signatures, with numpy in and out, batched.
+
+    Args:
+      signatures: {name: callable(**inputs) -> dict of tensors} for the signatures of
+        ``glow_tf.export`` (encode, decode, sample).
+      module: the exported module or the loaded SavedModel (``reseed``, ``config_json``,
+        ``model_variables``).
+      batch_size: examples per signature call.
+    """
+
+    def __init__(self, signatures, module, batch_size=64):
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size: expected an int >= 1, got {batch_size!r}")
+        self._signatures = signatures
+        self._module = module
+        self.batch_size = batch_size
+        description = json.loads(module.config_json.numpy())
+        self.config = description["model"]  # GlowConfig.to_dict()
+        self.eps_shapes = [tuple(shape) for shape in description["eps_shapes"]]
+        self.image_shape = (self.config["image_size"], self.config["image_size"], self.config["n_channels"])
+
+    @property
+    def ycond(self) -> bool:
+        return self.config["ycond"]
+
+    def fingerprint(self) -> str:
+        """SHA-256 of every weight: identifies the model in caches."""
+        digest = hashlib.sha256()
+        for variable in self._module.model_variables:
+            digest.update(np.ascontiguousarray(variable.numpy()).tobytes())
+        return digest.hexdigest()
+
+    def reseed(self, seed: int):
+        """Restarts the model's noise generator (dequantisation noise, sample's eps)."""
+        self._module.reseed(tf.constant(seed, tf.int64))
+
+    def labels(self, y, n):
+        """int32 [n] labels for a class-conditional model (y: one int or n ints); None otherwise."""
+        if not self.ycond:
+            if y is not None:
+                raise ValueError(f"y: this model is not class-conditional (ycond=False); expected no "
+                                 f"class, got {y!r}")
+            return None
+        if y is None:
+            raise ValueError(f"y: this model is class-conditional (n_y={self.config['n_y']}); expected a "
+                             "class, got none")
+        labels = np.broadcast_to(np.asarray(y), [n]).astype(np.int32)
+        if labels.min() < 0 or labels.max() >= self.config["n_y"]:
+            raise ValueError(f"y: expected classes in [0, {self.config['n_y']}), got {y!r}")
+        return labels
+
+    def _batched(self, name, inputs, labels):
+        """Calls signature ``name`` on slices of ``inputs`` (dict of [N, ...]); concatenated outputs."""
+        n = len(next(iter(inputs.values())))
+        outputs = []
+        for start in range(0, n, self.batch_size):
+            batch = {key: value[start:start + self.batch_size] for key, value in inputs.items()}
+            if labels is not None:
+                batch["y"] = labels[start:start + self.batch_size]
+            outputs.append({key: value.numpy() for key, value in self._signatures[name](**batch).items()})
+        return {key: np.concatenate([o[key] for o in outputs]) for key in outputs[0]}
+
+    def encode(self, images, labels=None):
+        """uint8 [N, H, W, C] -> list of n_levels float32 latents [N, h, w, c], level 0 first."""
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.shape[1:] != self.image_shape:
+            raise ValueError(f"images: expected uint8 [N, {', '.join(map(str, self.image_shape))}], "
+                             f"got {images.dtype} {list(images.shape)}")
+        outputs = self._batched("encode", {"x": images}, labels)
+        return [outputs[f"eps_{level}"] for level in range(len(self.eps_shapes))]
+
+    def decode(self, eps, labels=None):
+        """List of latents (level 0 first) -> uint8 images [N, H, W, C]."""
+        inputs = {f"eps_{level}": np.asarray(e, np.float32) for level, e in enumerate(eps)}
+        return self._batched("decode", inputs, labels)["image"]
+
+    def sample(self, temperatures, labels=None):
+        """uint8 images [N, H, W, C], image i with every level's eps ~ N(0, temperatures[i]^2)."""
+        return self._batched("sample", {"temperature": np.asarray(temperatures, np.float32)}, labels)["image"]
+
+    def flatten(self, eps):
+        """List of latents -> [N, D], levels joined in order (the demo's ``flatten_eps``)."""
+        return np.concatenate([e.reshape(len(e), -1) for e in eps], axis=1)
+
+    def unflatten(self, flat):
+        """[N, D] -> list of latents [N, h, w, c] (the demo's ``unflatten_eps``)."""
+        sizes = [int(np.prod(shape)) for shape in self.eps_shapes]
+        pieces = np.split(flat, np.cumsum(sizes)[:-1], axis=1)
+        return [p.reshape((len(flat),) + shape) for p, shape in zip(pieces, self.eps_shapes)]
+
+
+    @classmethod
+    def from_saved_model(cls, path, batch_size=64):
+        """A SavedModel written by ``glow_tf.export`` (plain TensorFlow does the loading)."""
+        loaded = tf.saved_model.load(os.fspath(path))
+        return cls(loaded.signatures, loaded, batch_size)
+
+    @classmethod
+    def from_model(cls, model, batch_size=64):
+        """A live ``glow_tf.Glow``, behind the signatures it would be exported with."""
+        from glow_tf import export
+        module, signatures = export.serving_module(model)
+        return cls({name: _by_keyword(fn) for name, fn in signatures.items()}, module, batch_size)
+
+
+def _by_keyword(function):
+    """An in-memory signature (positional tf.function) called like a loaded one, by input name."""
+    names = [spec.name for spec in function.input_signature]
+    return lambda **inputs: function(*[inputs[name] for name in names])
+
+
+def is_saved_model(path) -> bool:
+    return os.path.isfile(os.path.join(os.fspath(path), "saved_model.pb"))
+
+
+def load_model(path, use_ema=True, batch_size=64) -> ServedGlow:
+    """A SavedModel directory, or a glow_tf checkpoint (training logdir, checkpoints dir, prefix).
+
+    use_ema: for checkpoints, use the Polyak (EMA) weights when the checkpoint holds them.
+    """
+    path = os.fspath(path)
+    if is_saved_model(path):
+        return ServedGlow.from_saved_model(path, batch_size)
+    if not os.path.exists(path) and not os.path.exists(path + ".index"):
+        raise ValueError(f"model: expected a SavedModel directory, a training logdir, a checkpoint "
+                         f"directory or a checkpoint prefix, got missing path {path!r}")
+    from glow_tf import checkpoints
+    return ServedGlow.from_model(checkpoints.restore_model(path, use_ema=use_ema), batch_size)
+
+
+# ---------------------------------------------------------------------------- operations
+def sample_grid(served: ServedGlow, n, temperatures, y=None, seed=0):
+    """uint8 [len(temperatures), n, H, W, C]: row r holds n samples at temperatures[r].
+
+    Every row starts from ``seed``, so column j is the same latent draw at every temperature.
+    y: one class for every image; None: class i % n_y for image i (class-conditional models).
+    """
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n: expected an int >= 1, got {n!r}")
+    if y is None and served.ycond:
+        y = np.arange(n) % served.config["n_y"]
+    labels = served.labels(y, n)
+    rows = []
+    for temperature in temperatures:
+        served.reseed(seed)
+        rows.append(served.sample(np.full([n], temperature, np.float32), labels))
+    return np.stack(rows)
+
+
+def interpolate(served: ServedGlow, image_a, image_b, steps, y=None):
+    """uint8 [steps, H, W, C]: decodes (1 - t) * eps_a + t * eps_b for t = 0 .. 1 per level."""
+    if not isinstance(steps, int) or steps < 2:
+        raise ValueError(f"steps: expected an int >= 2, got {steps!r}")
+    ends = served.encode(np.stack([image_a, image_b]), served.labels(y, 2))  # per level [2, h, w, c]
+    t = np.linspace(0.0, 1.0, steps, dtype=np.float32).reshape(-1, 1, 1, 1)  # [steps, 1, 1, 1]
+    eps = [(1.0 - t) * e[0] + t * e[1] for e in ends]  # per level [steps, h, w, c]
+    return served.decode(eps, served.labels(y, steps))
+
+
+def reconstruct(served: ServedGlow, images, y=None):
+    """uint8 [N, H, W, C]: decode(encode(images)), the same class for encoding and decoding."""
+    labels = served.labels(y, len(images))
+    return served.decode(served.encode(images, labels), labels)
+
+
+def manipulate(served: ServedGlow, image, direction, alphas, y=None):
+    """uint8 [len(alphas), H, W, C]: decodes eps(image) + alpha * direction ([D]) per alpha."""
+    z = served.flatten(served.encode(image[np.newaxis], served.labels(y, 1)))  # [1, D]
+    direction = np.asarray(direction, np.float32)
+    if direction.shape != z.shape[1:]:
+        raise ValueError(f"direction: expected shape [{z.shape[1]}] (the flattened latent), got {list(direction.shape)}")
+    alphas = np.asarray(alphas, np.float32).reshape(-1, 1)
+    return served.decode(served.unflatten(z + alphas * direction), served.labels(y, len(alphas)))
+
+
+def class_mean_latents(served: ServedGlow, batches, n_y):
+    """(means [n_y, D], counts [n_y]) of the flattened eps of (x uint8, y) batches, by class."""
+    sums, counts = None, np.zeros([n_y], np.int64)
+    for x, y in batches:
+        x, y = np.asarray(x), np.asarray(y)
+        z = served.flatten(served.encode(x, served.labels(y, len(x)) if served.ycond else None))  # [B, D]
+        if sums is None:
+            sums = np.zeros([n_y, z.shape[1]], np.float64)
+        np.add.at(sums, y, z)
+        counts += np.bincount(y, minlength=n_y)
+    if sums is None:
+        raise ValueError("class_mean_latents: expected labelled images, got an empty data set")
+    return (sums / np.maximum(counts, 1)[:, np.newaxis]).astype(np.float32), counts
+
+
+def attribute_direction(means, counts, k):
+    """mean latent of class k minus the mean latent of all other classes ([D])."""
+    n_y = len(counts)
+    if not 0 <= k < n_y:
+        raise ValueError(f"attribute: expected a class in [0, {n_y}), got {k}")
+    rest = np.arange(n_y) != k
+    if counts[k] == 0 or counts[rest].sum() == 0:
+        raise ValueError(f"attribute: class {k} needs images with and without it; the data set has "
+                         f"{counts[k]} with and {counts[rest].sum()} without")
+    mean_rest = (means[rest] * counts[rest, np.newaxis]).sum(0) / counts[rest].sum()
+    return means[k] - mean_rest
+
+
+def cached_class_means(served: ServedGlow, cache_path, key: dict, compute):
+    """Class means from the .npz at ``cache_path`` if made for ``key`` and this model, else computed.
+
+    ``compute()`` -> (means, counts) runs on a miss; the result is written atomically.
+    """
+    key = json.dumps(dict(key, model=served.fingerprint()), sort_keys=True)
+    if os.path.exists(cache_path):
+        with np.load(cache_path) as cached:
+            if str(cached["key"]) == key:
+                return cached["means"], cached["counts"]
+        logging.info("%s was made for another model or data set; recomputing", cache_path)
+    means, counts = compute()
+    _write_atomically(cache_path, lambda f: np.savez(f, key=key, means=means, counts=counts))
+    return means, counts
+
+
+def parse_attribute(name) -> int:
+    """'3' or 'class 3' -> 3."""
+    text = str(name).strip()
+    if text.lower().startswith("class"):
+        text = text[len("class"):].strip()
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"attribute: expected a class number such as '3' or 'class 3', got {name!r}") from None
+
+
+# ---------------------------------------------------------------------------- image files
+def read_image(path, image_shape):
+    """uint8 [H, W, C] of an image file, by the rules in the module docstring."""
+    height, width, channels = image_shape
+    if channels not in (1, 3):
+        raise ValueError(f"read_image: expected a model with 1 or 3 channels, got {channels}")
+    try:
+        with Image.open(path) as image:
+            image = np.asarray(image.convert("RGB" if channels == 3 else "L"))
+    except FileNotFoundError:
+        raise ValueError(f"image {path!r}: no such file") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"image {path!r}: expected an image file PIL can read, got: {e}") from None
+    image = image.reshape(image.shape[:2] + (channels,))  # [h, w, C]
+    if image.shape[:2] != (height, width):
+        from glow_tf.data import images as image_ops  # the pipeline's crop and resize rule
+        logging.warning("image %s is %dx%d; centre-cropped to a square and resized to %dx%d",
+                        path, image.shape[1], image.shape[0], width, height)
+        image = image_ops.resize(image_ops.centre_crop(image), height, width).numpy()
+    return image
+
+
+def to_raster(images, cols):
+    """[N, H, W, C] uint8 -> [rows*H, cols*W, 3] tiles in row-major order (graphics.to_raster)."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.dtype != np.uint8:
+        raise ValueError(f"to_raster: expected uint8 [N, H, W, C], got {images.dtype} {list(images.shape)}")
+    if images.shape[3] == 1:
+        images = np.repeat(images, 3, axis=3)
+    n, height, width, _ = images.shape
+    rows = -(-n // cols)
+    raster = np.zeros([rows * height, cols * width, 3], np.uint8)
+    for index in range(n):
+        i, j = divmod(index, cols)
+        raster[i * height:(i + 1) * height, j * width:(j + 1) * width] = images[index]
+    return raster
+
+
+def save_grid(images, path):
+    """Writes uint8 images [rows, cols, H, W, C] (or [N, H, W, C]: ceil(sqrt(N)) columns) as a PNG."""
+    images = np.asarray(images)
+    if images.ndim == 5:
+        cols = images.shape[1]
+        images = images.reshape((-1,) + images.shape[2:])
+    else:
+        cols = int(np.ceil(np.sqrt(len(images))))  # the original's default width
+    raster = to_raster(images, cols)
+    _write_atomically(path, lambda f: Image.fromarray(raster).save(f, format="PNG", optimize=True))
+    return raster.shape
+
+
+def _write_atomically(path, write):
+    """write(file object) into a temp file beside ``path``, then rename it to ``path``."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, staging = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=directory)
+    try:
+        with os.fdopen(handle, "wb") as f:
+            write(f)
+        os.replace(staging, path)
+    finally:
+        if os.path.exists(staging):
+            os.remove(staging)

@@ -1,0 +1,209 @@
+"""sample.py and glow_tf.sampling: grids, interpolation, manipulation, reconstruction, image files."""
+import logging
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO_ROOT, build_model, random_images, tiny_config
+from glow_tf import export, sampling
+
+SAMPLE_PY = os.path.join(REPO_ROOT, "sample.py")
+# 8x8 RGB, 8 bits: reconstructions must give back the input pixels themselves.
+YCOND = tiny_config(image_size=8, flow_permutation=2, flow_coupling=1, learntop=True, ycond=True, n_y=10)
+UNCOND = tiny_config(image_size=8, flow_permutation=2, flow_coupling=1, n_bits_x=5)
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    """A SavedModel of a perturbed class-conditional model (non-trivial samples)."""
+    model = build_model(YCOND, perturb_scale=0.03)
+    return export.export_saved_model(model, tmp_path_factory.mktemp("sample") / "saved_model")
+
+
+@pytest.fixture(scope="module")
+def served():
+    """An unconditional 5-bit model served in memory (the checkpoint path of sample.py)."""
+    return sampling.ServedGlow.from_model(build_model(UNCOND, perturb_scale=0.03), batch_size=4)
+
+
+def _quantised(images, n_bits):
+    """What a model with n_bits_x sees of uint8 images, as postprocess writes it back."""
+    return (images >> (8 - n_bits)) << (8 - n_bits)
+
+
+def _assert_reconstructs(actual, images, n_bits):
+    """Equal to the quantised input; a pixel may be one bin off where float rounding meets a bin edge."""
+    diff = np.abs(actual.astype(int) - _quantised(images, n_bits).astype(int))
+    assert diff.max() <= 2 ** (8 - n_bits) and (diff == 0).mean() > 0.99, (diff.max(), (diff == 0).mean())
+
+
+def _run_sample_py(*args, cwd):
+    return subprocess.run([sys.executable, SAMPLE_PY, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def _write_png(path, image):
+    Image.fromarray(image).save(path)
+    return str(path)
+
+
+# ---------------------------------------------------------------------------- sample.py
+def test_sweep_grid_has_one_row_per_temperature_and_varied_pixels(saved_model, tmp_path):
+    out = tmp_path / "grid.png"
+    result = _run_sample_py("--model", saved_model, "--n", "5", "--out", str(out), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    grid = np.asarray(Image.open(out))
+    assert grid.shape == (8 * len(sampling.SWEEP_TEMPERATURES), 8 * 5, 3)
+    assert grid.std() > 10
+    rows = grid.reshape(len(sampling.SWEEP_TEMPERATURES), 8, 5, 8, 3)
+    assert not np.array_equal(rows[0], rows[-1])  # temperature 0 and 1 differ
+
+
+def test_interpolate_with_space_separated_images(saved_model, tmp_path):
+    a, b = random_images(YCOND, 2, seed=3)
+    out = tmp_path / "lerp.png"
+    result = _run_sample_py("--model", saved_model, "--interpolate", _write_png(tmp_path / "a.png", a),
+                            _write_png(tmp_path / "b.png", b), "--steps", "4", "--y", "1", "--out", str(out),
+                            cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    row = np.asarray(Image.open(out)).reshape(8, 4, 8, 3).transpose(1, 0, 2, 3)  # [steps, H, W, C]
+    _assert_reconstructs(row[0], a, 8)
+    _assert_reconstructs(row[-1], b, 8)
+
+
+def test_manipulate_from_digits_with_alpha_zero_reconstructs(saved_model, tmp_path):
+    image = random_images(YCOND, 1, seed=4)[0]
+    out, cache = tmp_path / "edit.png", tmp_path / "directions.npz"
+    args = ("--model", saved_model, "--manipulate", _write_png(tmp_path / "in.png", image), "--attribute",
+            "class 2", "--alpha", "0,4", "--y", "0", "--problem", "digits", "--attribute_images", "60",
+            "--attribute_cache", str(cache), "--out", str(out))
+    result = _run_sample_py(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    row = np.asarray(Image.open(out)).reshape(8, 2, 8, 3).transpose(1, 0, 2, 3)  # [alphas, H, W, C]
+    _assert_reconstructs(row[0], image, 8)
+    assert np.abs(row[1].astype(int) - image.astype(int)).mean() > 5  # alpha 4 moves the image
+    with np.load(cache) as cached:
+        assert cached["means"].shape == (10, 8 * 8 * 3) and cached["counts"].sum() == 60  # digits: 10 classes
+
+
+@pytest.mark.parametrize("make_bad, message", [
+    (lambda d: str(d / "missing.png"), "no such file"),
+    (lambda d: (d / "bad.png").write_text("not an image") and str(d / "bad.png"), "expected an image file"),
+])
+def test_bad_image_paths_give_clear_errors(saved_model, tmp_path, make_bad, message):
+    path = make_bad(tmp_path)
+    result = _run_sample_py("--model", saved_model, "--reconstruct", path, "--y", "0", "--out",
+                            str(tmp_path / "r.png"), cwd=tmp_path)
+    assert result.returncode != 0
+    assert path in result.stderr and message in result.stderr and "Traceback" not in result.stderr
+    assert not os.path.exists(tmp_path / "r.png")
+
+
+def test_missing_model_gives_a_clear_error(tmp_path):
+    result = _run_sample_py("--model", str(tmp_path / "nothing"), "--out", str(tmp_path / "s.png"), cwd=tmp_path)
+    assert result.returncode != 0 and "missing path" in result.stderr and "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------------------- library
+def test_single_temperature_grid_and_reseeding(served, tmp_path):
+    cold = sampling.sample_grid(served, 3, [0.0])[0]  # [3, H, W, C]
+    assert all(np.array_equal(cold[0], image) for image in cold)  # t = 0: every eps is 0
+    warm = sampling.sample_grid(served, 5, [1.0], seed=1)
+    np.testing.assert_array_equal(warm, sampling.sample_grid(served, 5, [1.0], seed=1))
+    assert not np.array_equal(warm, sampling.sample_grid(served, 5, [1.0], seed=2))
+    height, width, _ = sampling.save_grid(warm[0], tmp_path / "grid.png")
+    assert (height, width) == (2 * 8, 3 * 8)  # ceil(sqrt(5)) = 3 columns, the last row partial
+    grid = np.asarray(Image.open(tmp_path / "grid.png"))
+    assert grid[8:, 16:].max() == 0 and grid[:8, :8].std() > 0
+
+
+def test_reconstruct_and_manipulate_with_alpha_zero(served):
+    images = random_images(UNCOND, 3, seed=5)
+    _assert_reconstructs(sampling.reconstruct(served, images), images, 5)
+    direction = np.random.RandomState(0).standard_normal(8 * 8 * 3).astype(np.float32)
+    row = sampling.manipulate(served, images[0], direction, [0.0, 3.0])
+    _assert_reconstructs(row[0], images[0], 5)
+    assert not np.array_equal(row[1], row[0])
+    with pytest.raises(ValueError, match=r"expected shape \[192\]"):
+        sampling.manipulate(served, images[0], direction[:5], [0.0])
+
+
+def test_flatten_is_the_demos_layout_and_unflatten_inverts_it(served):
+    eps = [np.random.RandomState(level).standard_normal((2,) + shape).astype(np.float32)
+           for level, shape in enumerate(UNCOND.eps_shapes())]
+    flat = served.flatten(eps)
+    np.testing.assert_array_equal(flat[1, :eps[0][1].size], eps[0][1].ravel())  # level 0 first, NHWC
+    for restored, original in zip(served.unflatten(flat), eps):
+        np.testing.assert_array_equal(restored, original)
+
+
+def test_attribute_direction_is_class_mean_minus_mean_of_the_rest(served):
+    latents = {0: [1.0, 3.0], 1: [10.0], 2: [20.0, 22.0, 24.0]}  # one number per image
+    means = np.array([[np.mean(v)] for v in latents.values()])
+    counts = np.array([len(v) for v in latents.values()])
+    np.testing.assert_allclose(sampling.attribute_direction(means, counts, 2), [22.0 - np.mean([1, 3, 10])])
+    with pytest.raises(ValueError, match="with and without"):
+        sampling.attribute_direction(means, np.array([0, 1, 3]), 0)
+    assert sampling.parse_attribute("class 7") == 7 and sampling.parse_attribute(" 2") == 2
+    with pytest.raises(ValueError, match="class number"):
+        sampling.parse_attribute("Smiling")
+
+
+def test_class_means_are_cached_per_model_and_data(served, tmp_path):
+    images = random_images(UNCOND, 6, seed=6)
+    labels = np.array([0, 1, 1, 2, 2, 2], np.int32)
+    means, counts = sampling.class_mean_latents(served, [(images[:4], labels[:4]), (images[4:], labels[4:])], 3)
+    np.testing.assert_array_equal(counts, [1, 2, 3])
+    served.reseed(0)
+    z = served.flatten(served.encode(images))
+    np.testing.assert_allclose(means[2], z[3:].mean(0), atol=0.1)  # the same images, other dequantisation
+
+    cache, key = tmp_path / "means.npz", {"problem": "p", "data_dir": "d", "images": 6}
+    first = sampling.cached_class_means(served, cache, key, lambda: (means, counts))
+    again = sampling.cached_class_means(served, cache, key, lambda: pytest.fail("recomputed a cached result"))
+    np.testing.assert_array_equal(first[0], again[0])
+    other = sampling.cached_class_means(served, cache, dict(key, images=5), lambda: (means + 1, counts))
+    np.testing.assert_array_equal(other[0], means + 1)
+
+
+def test_labels_follow_the_model(served):
+    with pytest.raises(ValueError, match="not class-conditional"):
+        served.labels(1, 2)
+    ycond = sampling.ServedGlow.from_model(build_model(tiny_config(ycond=True, n_y=3)))
+    with pytest.raises(ValueError, match="expected a class"):
+        ycond.labels(None, 2)
+    with pytest.raises(ValueError, match=r"classes in \[0, 3\)"):
+        ycond.labels(3, 2)
+    np.testing.assert_array_equal(ycond.labels(2, 3), [2, 2, 2])
+
+
+# ---------------------------------------------------------------------------- image files
+def test_read_image_converts_channels_and_resizes_with_a_warning(tmp_path, caplog):
+    rgb = random_images(UNCOND, 1, seed=7)[0]
+    np.testing.assert_array_equal(sampling.read_image(_write_png(tmp_path / "rgb.png", rgb), (8, 8, 3)), rgb)
+    gray = rgb[..., 0]
+    read_gray = sampling.read_image(_write_png(tmp_path / "gray.png", gray), (8, 8, 3))
+    np.testing.assert_array_equal(read_gray, np.repeat(gray[..., None], 3, axis=2))
+    rgba = np.concatenate([rgb, np.full((8, 8, 1), 7, np.uint8)], axis=2)
+    np.testing.assert_array_equal(sampling.read_image(_write_png(tmp_path / "rgba.png", rgba), (8, 8, 3)), rgb)
+
+    # 16x24: the centre 16x16 square one colour, the 4-pixel sides others; cropped, then resized.
+    wide = np.zeros((16, 24, 3), np.uint8)
+    wide[:, :4], wide[:, 4:20], wide[:, 20:] = (255, 0, 0), (10, 200, 30), (0, 0, 255)
+    with caplog.at_level(logging.WARNING):
+        resized = sampling.read_image(_write_png(tmp_path / "wide.png", wide), (8, 8, 3))
+    assert "wide.png is 24x16" in caplog.text
+    np.testing.assert_array_equal(resized, np.broadcast_to(np.uint8([10, 200, 30]), (8, 8, 3)))
+
+
+def test_to_raster_tiles_in_row_major_order_like_the_original():
+    colours = np.arange(1, 7, dtype=np.uint8)[:, None, None, None] * np.ones((1, 2, 3, 1), np.uint8)  # [6, 2, 3, 1]
+    raster = sampling.to_raster(colours, cols=4)
+    assert raster.shape == (2 * 2, 4 * 3, 3)
+    for index in range(6):
+        i, j = divmod(index, 4)  # the original: result[i, j] = x[width * i + j]
+        assert (raster[2 * i:2 * i + 2, 3 * j:3 * j + 3] == index + 1).all()
+    assert (raster[2:, 6:] == 0).all()  # the partial last row is padded with black
