@@ -1,0 +1,104 @@
+"""The on-disk layout of a training run, and ``restore_model`` to get a trained Glow back.
+
+A training ``--logdir`` holds::
+
+    config.json            {"model": GlowConfig.to_dict(), "train": {every flag + derived values}}
+    checkpoints/           tf.train.CheckpointManager: latest checkpoints (ckpt-<step>.*)
+    model_best_loss/       the checkpoint with the best test loss (the original's model_best_loss)
+    train.txt, test.txt    the original's JSON-lines logs
+    saved_model/           the SavedModel export at the end of training
+
+Each checkpoint is ``tf.train.Checkpoint(model=Glow, ema=PolyakAverage, optimizer=AdamFamily,
+step=..., iterator=..., rng=..., ...)`` (see ``train_lib``). ``restore_model`` needs only the
+model and the EMA from it.
+"""
+import json
+import os
+
+import tensorflow as tf
+from absl import logging
+
+from glow_tf.config import GlowConfig
+from glow_tf.model import Glow
+from glow_tf.optim import PolyakAverage
+
+CONFIG_FILE = "config.json"
+CHECKPOINTS_DIR = "checkpoints"
+BEST_DIR = "model_best_loss"
+EMA_KEY = "ema"
+
+
+def write_json_atomic(path, value):
+    """Writes ``value`` as JSON to ``path`` through a temporary file and a rename."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def read_run_config(logdir):
+    """The run's config.json as {"model": {...}, "train": {...}}."""
+    path = os.path.join(logdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        raise ValueError(f"expected a training run's {CONFIG_FILE} in {logdir!r}, found none")
+    with open(path) as f:
+        values = json.load(f)
+    if not isinstance(values, dict) or "model" not in values:
+        raise ValueError(f"{path}: expected a JSON object with a 'model' entry, got {str(values)[:200]}")
+    return values
+
+
+def resolve(path):
+    """(logdir, checkpoint prefix) for a training logdir, a checkpoint dir or a checkpoint prefix.
+
+    A logdir resolves to the latest checkpoint in its ``checkpoints/``; a checkpoint dir (one
+    with a ``checkpoint`` file) to its latest checkpoint, with its parent as the logdir.
+    """
+    path = os.path.abspath(os.fspath(path))
+    if os.path.isdir(path):
+        if os.path.exists(os.path.join(path, CONFIG_FILE)):
+            logdir, ckpt_dir = path, os.path.join(path, CHECKPOINTS_DIR)
+        else:
+            logdir, ckpt_dir = os.path.dirname(path), path
+        prefix = tf.train.latest_checkpoint(ckpt_dir)
+        if prefix is None:
+            raise ValueError(f"expected a training logdir, a checkpoint dir or a checkpoint prefix; "
+                             f"{path!r} is a directory without a checkpoint (looked in {ckpt_dir!r})")
+        return logdir, prefix
+    if os.path.exists(path + ".index"):
+        return os.path.dirname(os.path.dirname(path)), path
+    raise ValueError(f"expected a training logdir, a checkpoint dir or a checkpoint prefix (the path "
+                     f"before '.index'), got {path!r}, which does not exist")
+
+
+def has_ema(prefix):
+    """Whether the checkpoint holds the Polyak averages."""
+    return any(name.startswith(EMA_KEY + "/") for name, _ in tf.train.list_variables(prefix))
+
+
+def restore_model(path, use_ema=True) -> Glow:
+    """The Glow of a glow_tf training run, with the Polyak-averaged weights when ``use_ema``.
+
+    Args:
+      path: a training logdir, its checkpoints dir (or model_best_loss/), or a checkpoint prefix.
+      use_ema: swap in the Polyak averages (if the checkpoint has them; logged either way).
+
+    Returns the model; ``model.ema_weights`` says whether it holds the averages.
+    """
+    logdir, prefix = resolve(path)
+    config = GlowConfig.from_dict(read_run_config(logdir)["model"])
+    model = Glow(config)
+    ema = PolyakAverage(model.trainable_variables, decay=0.0)  # decay unused: restored, not updated
+    checkpoint = tf.train.Checkpoint(model=model, **{EMA_KEY: ema})
+    checkpoint.restore(prefix).expect_partial()
+    if not bool(model.initialized.numpy()):
+        raise ValueError(f"{prefix}: the checkpoint holds no initialised Glow (model/initialized is not set)")
+    swap = use_ema and has_ema(prefix)
+    if swap:
+        ema.copy_to(model.trainable_variables)
+    model.ema_weights = swap
+    logging.info("restored %s from %s (%s)", config, prefix,
+                 "Polyak-averaged weights" if swap else
+                 "raw weights" + (": the checkpoint has no averages" if use_ema else ""))
+    return model

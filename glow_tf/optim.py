@@ -1,0 +1,204 @@
+"""The original's optimisers (optim.py): Adamax, Adam, adam2, and the Polyak average.
+
+All three share one update, for every weight w with (all-reduced) gradient g at step t = 1, 2, ...:
+
+    m1 <- beta1 * m1 + (1 - beta1) * g                 (m1 = g when beta1 == 0)
+    m2 <- max(beta2 * m2, |g|)                         adamax
+    m2 <- beta2 * m2 + (1 - beta2) * g**2              adam
+    m2 <- beta2 * m2 + (1 - beta2) * mean_r(g_r**2)    adam2 (mean over replicas of the squares)
+    alpha_t = lr * sqrt(1 - beta2**t) / (1 - beta1**t)
+    w <- weight_decay * w - alpha_t * m1 / (f(m2) + eps),  f = identity (adamax) or sqrt (adam)
+
+with ``beta2 = 1 - 1 / (train_its * polyak_epochs)`` (``polyak_decay``) and multiplicative
+weight decay (1.0, the default, is none). The bias correction uses sqrt(1 - beta2**t) for
+Adamax too, as the original does.
+
+``PolyakAverage`` keeps an exponential moving average (decay beta2) of the weights, as the
+original's ``tf.train.ExponentialMovingAverage(decay=beta2, zero_debias=True)``. TF1 ignores
+``zero_debias`` for Variables and starts each shadow at the variable's initial value, i.e.
+before data-dependent init; here the shadows start at the weights they are created from
+(create them after ``Glow.initialize``), and after every step
+
+    shadow <- shadow - (1 - decay) * (shadow - w)
+
+with the weights after the step's update. The original computes the average but never swaps
+it in; glow_tf uses it for evaluation (``--use_ema_for_eval``) and export.
+
+Every update takes an ``ok`` flag: when False (non-finite loss or gradients) nothing changes,
+not the weights, the moments, the step count t nor the average. The updates run in
+cross-replica context (``tf.distribute``'s ``extended.update``, one call per variable), so they
+work under every strategy, with the default one as a plain assignment.
+"""
+import tensorflow as tf
+
+OPTIMIZERS = ("adamax", "adam", "adam2")
+
+
+def polyak_decay(train_its, polyak_epochs):
+    """The original's beta2 = 1 - 1 / (train_its * polyak_epochs), also the EMA's decay."""
+    if train_its * polyak_epochs <= 1:
+        raise ValueError(f"beta2 = 1 - 1 / (train_its * polyak_epochs): expected train_its * "
+                         f"polyak_epochs > 1, got {train_its} * {polyak_epochs}")
+    return 1.0 - 1.0 / (train_its * polyak_epochs)
+
+
+def _update(variable, fn, *args):
+    """fn(variable, *args) on every copy of ``variable`` (cross-replica context)."""
+    return tf.distribute.get_strategy().extended.update(variable, fn, args=args, group=False)
+
+
+class AdamFamily(tf.Module):
+    """Shared state and update of Adamax / Adam / adam2; subclasses set the second moment.
+
+    Args:
+      variables: the weights to train (their order names the slots in checkpoints).
+      beta2: the second-moment decay (``polyak_decay``).
+      beta1: first-moment decay; 0 keeps no first moment (m1 = g), as the original.
+      weight_decay: multiplicative decay of the weights; 1.0 is none.
+      epsilon: added to the denominator.
+    """
+    # adam2 needs the replicas' mean of g**2 besides the mean of g.
+    needs_grad_squares = False
+
+    def __init__(self, variables, beta2, beta1=0.9, weight_decay=1.0, epsilon=1e-8, name=None):
+        super().__init__(name=name)
+        if not 0.0 <= beta1 < 1.0:
+            raise ValueError(f"beta1: expected a float in [0, 1), got {beta1}")
+        if not 0.0 < beta2 < 1.0:
+            raise ValueError(f"beta2: expected a float in (0, 1), got {beta2}")
+        self.beta1, self.beta2 = float(beta1), float(beta2)
+        self.weight_decay, self.epsilon = float(weight_decay), float(epsilon)
+        self.n_variables = len(variables)
+        # Slots as the original's `<w>_adam_m1` / `<w>_adam_m2`; t starts at 1 as its `adam_t`.
+        self.m1 = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False, name="adam_m1")
+                   for v in variables] if beta1 > 0 else []
+        self.m2 = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False, name="adam_m2")
+                   for v in variables]
+        self.t = tf.Variable(1.0, trainable=False, name="adam_t")
+
+    def second_moment(self, m2, g, g_squared):
+        """The new m2 from the old one, the gradient and (adam2) the replicas' mean of g**2."""
+        raise NotImplementedError
+
+    def denominator(self, m2):
+        """f(m2) in m1 / (f(m2) + eps)."""
+        raise NotImplementedError
+
+    def apply(self, variables, grads, lr, ok=True, grad_squares=None):
+        """One update of ``variables`` (cross-replica context); nothing changes unless ``ok``.
+
+        Args:
+          variables: the same variables, in the same order, as at construction.
+          grads: their all-reduced (mean over replicas) gradients.
+          lr: the learning rate of this step (the original's alpha).
+          ok: scalar bool; False skips the step entirely.
+          grad_squares: the replicas' mean of g**2 (adam2 only).
+        """
+        if len(variables) != self.n_variables or len(grads) != self.n_variables:
+            raise ValueError(f"{type(self).__name__}.apply: expected {self.n_variables} variables and "
+                             f"gradients, got {len(variables)} and {len(grads)}")
+        if self.needs_grad_squares and grad_squares is None:
+            raise ValueError(f"{type(self).__name__}.apply: expected grad_squares (the replicas' mean of g**2)")
+        ok = tf.convert_to_tensor(ok, tf.bool)
+        t = self.t.read_value()
+        alpha = (tf.cast(lr, tf.float32) * tf.sqrt(1.0 - tf.pow(self.beta2, t))
+                 / (1.0 - tf.pow(self.beta1, t)))
+        for i, (w, g) in enumerate(zip(variables, grads)):
+            g_squared = grad_squares[i] if grad_squares is not None else None
+            _update(w, self._update_one, g, g_squared, alpha, ok, i)
+        _update(self.t, lambda t_var, ok: t_var.assign_add(tf.where(ok, 1.0, 0.0)), ok)
+
+    def _update_one(self, w, g, g_squared, alpha, ok, i):
+        if self.beta1 > 0:
+            m1 = self.m1[i]
+            m1_new = self.beta1 * m1 + (1.0 - self.beta1) * g
+            m1.assign(tf.where(ok, m1_new, m1))
+        else:
+            m1_new = g
+        m2 = self.m2[i]
+        m2_new = self.second_moment(m2, g, g_squared)
+        w_new = self.weight_decay * w - alpha * (m1_new / (self.denominator(m2_new) + self.epsilon))
+        m2.assign(tf.where(ok, m2_new, m2))
+        w.assign(tf.where(ok, w_new, w))
+
+
+class Adamax(AdamFamily):
+    """The original's default: m2 = max(beta2 * m2, |g|), step m1 / (m2 + eps)."""
+
+    def second_moment(self, m2, g, g_squared):
+        return tf.maximum(self.beta2 * m2, tf.abs(g))
+
+    def denominator(self, m2):
+        return m2
+
+
+class Adam(AdamFamily):
+    """m2 = beta2 * m2 + (1 - beta2) * g**2, step m1 / (sqrt(m2) + eps)."""
+
+    def second_moment(self, m2, g, g_squared):
+        return self.beta2 * m2 + (1.0 - self.beta2) * tf.square(g)
+
+    def denominator(self, m2):
+        return tf.sqrt(m2)
+
+
+class Adam2(Adam):
+    """The original's adam2: Adam with the replicas' mean of g**2 in m2 instead of (mean g)**2."""
+    needs_grad_squares = True
+
+    def second_moment(self, m2, g, g_squared):
+        return self.beta2 * m2 + (1.0 - self.beta2) * g_squared
+
+
+def make_optimizer(name, variables, beta2, beta1=0.9, weight_decay=1.0):
+    """The optimizer ``name`` (the original's --optimizer: adamax, adam, adam2)."""
+    classes = {"adamax": Adamax, "adam": Adam, "adam2": Adam2}
+    if name not in classes:
+        raise ValueError(f"optimizer: expected one of {OPTIMIZERS}, got {name!r}")
+    return classes[name](variables, beta2=beta2, beta1=beta1, weight_decay=weight_decay, name=name)
+
+
+class PolyakAverage(tf.Module):
+    """Exponential moving average of weights (see the module docstring).
+
+    Args:
+      variables: the weights; each shadow starts at its current value.
+      decay: the EMA decay (the original's beta2).
+    """
+
+    def __init__(self, variables, decay, name="polyak"):
+        super().__init__(name=name)
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"PolyakAverage.decay: expected a float in [0, 1), got {decay}")
+        self.decay = float(decay)
+        self.shadows = [tf.Variable(v.read_value(), trainable=False, name="ExponentialMovingAverage")
+                        for v in variables]
+
+    def _check(self, variables):
+        if len(variables) != len(self.shadows):
+            raise ValueError(f"PolyakAverage: expected {len(self.shadows)} variables, got {len(variables)}")
+
+    def update(self, variables, ok=True):
+        """shadow -= (1 - decay) * (shadow - w) for every weight (cross-replica context)."""
+        self._check(variables)
+        ok = tf.convert_to_tensor(ok, tf.bool)
+
+        def update_one(shadow, w, ok):
+            shadow.assign(tf.where(ok, shadow - (1.0 - self.decay) * (shadow - w), shadow))
+
+        for shadow, w in zip(self.shadows, variables):
+            _update(shadow, update_one, w, ok)
+
+    def copy_to(self, variables):
+        """Writes the averages into ``variables`` (for evaluation or export of a restored model)."""
+        self._check(variables)
+        for shadow, w in zip(self.shadows, variables):
+            w.assign(shadow)
+
+    def swap(self, variables):
+        """Exchanges weights and averages (the original's polyak_swap); calling it twice undoes it."""
+        self._check(variables)
+        for shadow, w in zip(self.shadows, variables):
+            value = tf.identity(w.read_value())
+            w.assign(shadow)
+            shadow.assign(value)
