@@ -22,6 +22,17 @@ def _edge_term(kernel_edge, height, width):
     return tf.nn.conv2d(mask, kernel_edge, 1, "VALID")  # [1, H, W, width]
 
 
+def pointwise(x, matrix):
+    """1x1 convolution x [N, H, W, C] @ matrix [C, C_out] as one matmul over all pixels.
+
+    XLA on CPU runs a 1x1 conv's weight gradient as a spatial convolution that transposes both
+    activations first; as a matmul the gradients are plain matmuls (5% of a training step).
+    """
+    n_out = matrix.shape[-1]
+    out = tf.matmul(tf.reshape(x, [-1, matrix.shape[0]]), matrix)  # [N*H*W, C_out]
+    return tf.reshape(out, tf.concat([tf.shape(x)[:-1], [n_out]], axis=0))  # [N, H, W, C_out]
+
+
 def edge_bias_conv2d(x, kernel):
     """The original's ``add_edge_padding`` + VALID conv, for kernels of odd size.
 
@@ -29,7 +40,7 @@ def edge_bias_conv2d(x, kernel):
     indicator) and [1, 1, C, width] for 1x1 kernels, which the original leaves unpadded.
     """
     if kernel.shape[0] == 1 and kernel.shape[1] == 1:
-        return tf.nn.conv2d(x, kernel, 1, "VALID")
+        return pointwise(x, kernel[0, 0])
     n_in = kernel.shape[2] - 1
     out = tf.nn.conv2d(x, kernel[:, :, :n_in], 1, "SAME")
     return out + _edge_term(kernel[:, :, n_in:], tf.shape(x)[1], tf.shape(x)[2])

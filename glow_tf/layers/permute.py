@@ -14,6 +14,7 @@ import scipy.linalg
 import tensorflow as tf
 
 from glow_tf.layers.base import FlowLayer, batch_constant
+from glow_tf.layers.nn import pointwise
 
 
 def _check_channels(name, n_channels):
@@ -28,11 +29,6 @@ def _random_orthogonal(n_channels, rng):
 
 def _pixels(x):
     return tf.cast(tf.shape(x)[1] * tf.shape(x)[2], x.dtype)
-
-
-def _conv1x1(x, matrix):
-    n_channels = matrix.shape[0]
-    return tf.nn.conv2d(x, tf.reshape(matrix, [1, 1, n_channels, n_channels]), 1, "SAME")
 
 
 class Reverse(FlowLayer):
@@ -100,11 +96,11 @@ class InvertibleConv1x1(FlowLayer):
         return tf.cast(0.5 * tf.linalg.logdet(tf.matmul(w, w, transpose_a=True)), tf.float32)
 
     def forward(self, x, cond=None):
-        return _conv1x1(x, self.kernel), batch_constant(self.log_abs_det() * _pixels(x), x)
+        return pointwise(x, self.kernel), batch_constant(self.log_abs_det() * _pixels(x), x)
 
     def inverse(self, z, cond=None):
         w_inverse = tf.cast(tf.linalg.inv(tf.cast(self.kernel, tf.float64)), tf.float32)
-        return _conv1x1(z, w_inverse), batch_constant(-self.log_abs_det() * _pixels(z), z)
+        return pointwise(z, w_inverse), batch_constant(-self.log_abs_det() * _pixels(z), z)
 
 
 class InvertibleConv1x1LU(FlowLayer):
@@ -146,7 +142,7 @@ class InvertibleConv1x1LU(FlowLayer):
 
     def forward(self, x, cond=None):
         log_det = tf.reduce_sum(self.log_s) * _pixels(x)
-        return _conv1x1(x, self.weight_matrix()), batch_constant(log_det, x)
+        return pointwise(x, self.weight_matrix()), batch_constant(log_det, x)
 
     def inverse(self, z, cond=None):
         p, lower, upper = self._factors()
@@ -155,7 +151,7 @@ class InvertibleConv1x1LU(FlowLayer):
         lower_inv = tf.linalg.triangular_solve(lower, eye, lower=True)
         w_inverse = tf.cast(upper_inv @ lower_inv @ tf.transpose(p), tf.float32)
         log_det = -tf.reduce_sum(self.log_s) * _pixels(z)
-        return _conv1x1(z, w_inverse), batch_constant(log_det, z)
+        return pointwise(z, w_inverse), batch_constant(log_det, z)
 
 
 def make_permutation(flow_permutation, n_channels, seed=0, name=None):
