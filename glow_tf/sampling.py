@@ -271,7 +271,7 @@ def parse_attribute(name) -> int:
 # ---------------------------------------------------------------------------- image files
 def read_image(path, image_shape):
     """uint8 [H, W, C] of an image file, by the rules in the module docstring."""
-    height, width, channels = image_shape
+    path, (height, width, channels) = os.fspath(path), image_shape
     if channels not in (1, 3):
         raise ValueError(f"read_image: expected a model with 1 or 3 channels, got {channels}")
     try:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO_ROOT, build_model, random_images, random_labels, tiny_config
-from glow_tf import export
+from conftest import REPO_ROOT, build_model, perturb, random_images, random_labels, tiny_config
+from glow_tf import checkpoints, export, optim
 
 SEED = 7
 BATCHES = (1, 37)
@@ -69,6 +69,15 @@ def exported(tmp_path_factory):
         model = build_model(config, perturb_scale=0.03)
         result[name] = model, export.export_saved_model(model, root / name, seed=SEED)
     return result
+
+
+def write_training_run(model, logdir, ema=None):
+    """The layout of a glow_tf training --logdir: config.json and checkpoints/ (model, ema)."""
+    os.makedirs(logdir)
+    checkpoints.write_json_atomic(os.path.join(logdir, "config.json"), {"model": model.config.to_dict(), "train": {}})
+    objects = {"model": model, **({"ema": ema} if ema is not None else {})}
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(**objects), os.path.join(logdir, "checkpoints"), 1)
+    return manager.save()
 
 
 def _live_inputs(model, n):
@@ -179,7 +188,8 @@ def test_unconditional_signatures_have_no_labels_or_logits(exported):
 
 def test_labels_are_checked_at_run_time(exported):
     _, path = exported["ycond"]
-    sample = tf.saved_model.load(path).signatures["sample"]
+    loaded = tf.saved_model.load(path)  # kept: its variables die with it
+    sample = loaded.signatures["sample"]
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"expected labels in \[0, 3\)"):
         sample(temperature=tf.ones([2]), y=tf.constant([0, 3]))
     with pytest.raises(tf.errors.InvalidArgumentError, match="one label per example"):
@@ -241,3 +251,18 @@ def test_cli_exports_an_openai_checkpoint_with_its_numbers(golden_dir, tmp_path)
 
     again = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode != 0 and "existing" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_export_of_a_training_run_uses_the_polyak_average_when_asked(tmp_path):
+    model = build_model(CONFIGS["ycond"], perturb_scale=0.03)
+    ema = optim.PolyakAverage(model.trainable_variables, decay=0.5)  # the shadows: the weights now
+    x = model.preprocess(random_images(model.config, 4), np.zeros((4,) + model.config.image_shape, np.float32))
+    y = random_labels(model.config, 4)
+    averaged = model.log_prob(x, y).numpy()
+    perturb(model.trainable_variables, 0.03, seed=1)  # the raw weights move on
+    raw = model.log_prob(x, y).numpy()
+    assert np.abs(raw - averaged).max() > 1e-2
+    write_training_run(model, tmp_path / "run", ema)
+
+    loaded = tf.saved_model.load(export.export_saved_model(tmp_path / "run", tmp_path / "model", use_ema=True))
+    np.testing.assert_allclose(loaded.log_prob(x, y), averaged, rtol=1e-5)

@@ -10,6 +10,7 @@ from PIL import Image
 
 from conftest import REPO_ROOT, build_model, random_images, tiny_config
 from glow_tf import export, sampling
+from test_export import write_training_run
 
 SAMPLE_PY = os.path.join(REPO_ROOT, "sample.py")
 # 8x8 RGB, 8 bits: reconstructions must give back the input pixels themselves.
@@ -89,22 +90,31 @@ def test_manipulate_from_digits_with_alpha_zero_reconstructs(saved_model, tmp_pa
         assert cached["means"].shape == (10, 8 * 8 * 3) and cached["counts"].sum() == 60  # digits: 10 classes
 
 
-@pytest.mark.parametrize("make_bad, message", [
-    (lambda d: str(d / "missing.png"), "no such file"),
-    (lambda d: (d / "bad.png").write_text("not an image") and str(d / "bad.png"), "expected an image file"),
-])
-def test_bad_image_paths_give_clear_errors(saved_model, tmp_path, make_bad, message):
-    path = make_bad(tmp_path)
-    result = _run_sample_py("--model", saved_model, "--reconstruct", path, "--y", "0", "--out",
+def test_bad_image_paths_give_clear_errors(saved_model, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    result = _run_sample_py("--model", saved_model, "--reconstruct", str(bad), "--y", "0", "--out",
                             str(tmp_path / "r.png"), cwd=tmp_path)
     assert result.returncode != 0
-    assert path in result.stderr and message in result.stderr and "Traceback" not in result.stderr
-    assert not os.path.exists(tmp_path / "r.png")
+    assert str(bad) in result.stderr and "expected an image file" in result.stderr, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and not os.path.exists(tmp_path / "r.png")
+    with pytest.raises(ValueError, match="missing.png.*no such file"):
+        sampling.read_image(tmp_path / "missing.png", (8, 8, 3))
+
+
+def test_checkpoint_directory_as_model(tmp_path):
+    write_training_run(build_model(UNCOND, perturb_scale=0.03), tmp_path / "run")
+    out = tmp_path / "t05.png"
+    result = _run_sample_py("--model", str(tmp_path / "run" / "checkpoints"), "--temperature", "0.5", "--n", "4",
+                            "--out", str(out), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    grid = np.asarray(Image.open(out))
+    assert grid.shape == (2 * 8, 2 * 8, 3) and grid.std() > 10
 
 
 def test_missing_model_gives_a_clear_error(tmp_path):
-    result = _run_sample_py("--model", str(tmp_path / "nothing"), "--out", str(tmp_path / "s.png"), cwd=tmp_path)
-    assert result.returncode != 0 and "missing path" in result.stderr and "Traceback" not in result.stderr
+    with pytest.raises(ValueError, match="SavedModel directory.*missing path"):
+        sampling.load_model(tmp_path / "nothing")
 
 
 # ---------------------------------------------------------------------------- library
