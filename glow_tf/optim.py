@@ -93,22 +93,23 @@ class AdamFamily(tf.Module):
           lr: the learning rate of this step (the original's alpha).
           ok: scalar bool; False skips the step entirely.
           grad_squares: the replicas' mean of g**2 (adam2 only).
+
+        lr, ok and the gradients may be per-replica values (as ``merge_call`` passes them).
         """
         if len(variables) != self.n_variables or len(grads) != self.n_variables:
             raise ValueError(f"{type(self).__name__}.apply: expected {self.n_variables} variables and "
                              f"gradients, got {len(variables)} and {len(grads)}")
         if self.needs_grad_squares and grad_squares is None:
             raise ValueError(f"{type(self).__name__}.apply: expected grad_squares (the replicas' mean of g**2)")
-        ok = tf.convert_to_tensor(ok, tf.bool)
-        t = self.t.read_value()
-        alpha = (tf.cast(lr, tf.float32) * tf.sqrt(1.0 - tf.pow(self.beta2, t))
-                 / (1.0 - tf.pow(self.beta1, t)))
         for i, (w, g) in enumerate(zip(variables, grads)):
             g_squared = grad_squares[i] if grad_squares is not None else None
-            _update(w, self._update_one, g, g_squared, alpha, ok, i)
-        _update(self.t, lambda t_var, ok: t_var.assign_add(tf.where(ok, 1.0, 0.0)), ok)
+            _update(w, self._update_one, g, g_squared, lr, ok, i)
+        _update(self.t, lambda t, ok: t.assign_add(tf.where(ok, 1.0, 0.0)), ok)
 
-    def _update_one(self, w, g, g_squared, alpha, ok, i):
+    def _update_one(self, w, g, g_squared, lr, ok, i):
+        # On one copy of w (one device): self.t and the slots read as that device's copies.
+        t = self.t.read_value()
+        alpha = tf.cast(lr, tf.float32) * tf.sqrt(1.0 - tf.pow(self.beta2, t)) / (1.0 - tf.pow(self.beta1, t))
         if self.beta1 > 0:
             m1 = self.m1[i]
             m1_new = self.beta1 * m1 + (1.0 - self.beta1) * g
@@ -181,7 +182,6 @@ class PolyakAverage(tf.Module):
     def update(self, variables, ok=True):
         """shadow -= (1 - decay) * (shadow - w) for every weight (cross-replica context)."""
         self._check(variables)
-        ok = tf.convert_to_tensor(ok, tf.bool)
 
         def update_one(shadow, w, ok):
             shadow.assign(tf.where(ok, shadow - (1.0 - self.decay) * (shadow - w), shadow))

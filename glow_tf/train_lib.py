@@ -1,0 +1,802 @@
+"""Training and inference loops: ``train_and_evaluate(config)`` and ``infer(config)``.
+
+The loop is the original train.py's, on tf.distribute with XLA:
+
+* Data-dependent init once, on one init batch, in cross-replica context (identical on every
+  replica, as the original's rank-0-then-broadcast); never again on restore.
+* Each step (``Trainer.train_chunk`` runs ``steps_per_execution`` of them in one tf.function):
+  the global batch is split over the replicas in order; each replica dequantises its images
+  with its slice of one global noise draw (stateless, seeded from the checkpointed
+  ``tf.random.Generator``), so the numbers do not depend on the replica count; gradients and
+  statistics are averaged over replicas (adam2 also averages g**2); a step whose loss or
+  gradients are not finite changes nothing and is counted, and ``max_nonfinite`` consecutive
+  ones stop the run (``NonFiniteError``) with the last checkpoint untouched. With one replica
+  and ``jit_compile`` the whole step (forward, backward, update, Polyak average) is one XLA
+  computation; with several, each replica's forward and backward is.
+* Learning rate: ``lr * min(1, n_processed / (n_train * epochs_warmup))`` with n_processed the
+  images seen at the anchor resolution before the step (so the first step has lr 0, as the
+  original).
+* Epochs are ``train_its`` steps. At an epoch's end, as the original: a train.txt line (the
+  epoch's mean statistics), a test pass every ``epochs_full_valid`` epochs (test.txt; the best
+  test loss is also checkpointed in ``model_best_loss/``), sample grids at epochs 1, 10 and every
+  ``epochs_full_sample`` epochs (``epoch_{e}_sample_{i}.png``, one per temperature); then a
+  checkpoint. Checkpoints are also written every ``checkpoint_minutes``.
+* Exact resume: a checkpoint holds the model, the optimizer, the Polyak average, the step, the
+  RNG, the data iterator and the epoch's running sums, so a run resumed from any checkpoint
+  continues exactly as if never stopped (bit-identical on CPU with ``--deterministic``). Log
+  records written after that checkpoint are dropped on resume.
+* The end (epochs done, ``max_steps`` or ``max_time``): a checkpoint, a test pass and sample
+  grids (unless this step already had them), and the SavedModel export.
+
+Logs: ``train.txt`` / ``test.txt`` are the original's JSON lines (first line the hps; records
+with epoch, n_processed, n_images, [train_time,] loss, bits_x, bits_y, pred_loss formatted as
+the original, "%.4f" strings). Records are appended with one ``write`` each (a killed process
+leaves no partial line) and the files are rewritten through a temp file and a rename on resume.
+"""
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+from tensorflow.core.framework import summary_pb2
+from tqdm import tqdm
+
+from glow_tf import checkpoints, data, optim, sampling
+from glow_tf.config import GlowConfig
+from glow_tf.model import DEFAULT_TEMPERATURES, Glow
+from glow_tf.train_config import TrainConfig, validate
+
+STATS = ("loss", "bits_x", "bits_y", "pred_loss")
+TEST_LOSS_BEST_START = 999999.0  # the original's test_loss_best
+# Salts of the stateless seeds (config.seed, salt + i) of init, test and inference noise.
+_INIT_SALT, _EVAL_SALT = 1, 2 ** 20
+# Flags that may change when a run is resumed without being worth a note.
+_RESUMABLE_CHANGES = ("max_steps", "max_time", "epochs", "verbose", "checkpoint_minutes", "export",
+                      "keep_checkpoints", "log_steps", "restore_path", "logdir", "steps_per_execution")
+
+
+class NonFiniteError(RuntimeError):
+    """Too many consecutive steps had a non-finite loss or gradient."""
+
+
+# --------------------------------------------------------------------------- set-up helpers
+def make_strategy(config: TrainConfig) -> tf.distribute.Strategy:
+    """The tf.distribute strategy of ``--strategy`` (call before TensorFlow runs any op)."""
+    if config.cpu_replicas:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        try:
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration()] * config.cpu_replicas)
+        except RuntimeError as e:
+            raise ValueError(f"--cpu_replicas: TensorFlow is already initialised; set it before any "
+                             f"TensorFlow op runs ({e})") from None
+    if config.strategy == "default":
+        return tf.distribute.get_strategy()
+    if config.strategy == "mirrored":
+        devices = ([d.name for d in tf.config.list_logical_devices("GPU")]
+                   or [d.name for d in tf.config.list_logical_devices("CPU")])
+        return tf.distribute.MirroredStrategy(devices)
+    if config.strategy == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=config.tpu)
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def is_chief(strategy) -> bool:
+    """Whether this process writes logs, samples and the export (multi-worker: the chief)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "chief" or (not has_chief and resolver.task_type == "worker"
+                                             and resolver.task_id == 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """The original's derived hps: batch sizes, epoch length, beta2 (all logged in the hps line).
+
+    Attributes:
+      n_replicas: replicas in sync.
+      image_size: resolved image size.
+      local_batch_train, local_batch_test, local_batch_init: per-replica batches at image_size.
+      global_batch_train: images per training step over all replicas.
+      n_train, n_test, n_y: epoch size, test images, classes (from the data).
+      train_its: steps per epoch, ceil(n_train / (n_batch_train * n_replicas)).
+      beta2: 1 - 1 / (train_its * polyak_epochs).
+    """
+    n_replicas: int
+    image_size: int
+    local_batch_train: int
+    local_batch_test: int
+    local_batch_init: int
+    global_batch_train: int
+    n_train: int
+    n_test: int
+    n_y: int
+    train_its: int
+    beta2: float
+
+
+def _anchor_batch(config: TrainConfig, batch, image_size, name):
+    local = batch * config.anchor_size ** 2 // image_size ** 2
+    if local < 1:
+        raise ValueError(f"--{name}: expected {name} * anchor_size**2 // image_size**2 >= 1, got "
+                         f"{batch} * {config.anchor_size}**2 // {image_size}**2 = {local}")
+    return local
+
+
+def make_data(config: TrainConfig, n_replicas=1):
+    """(data.Datasets, Plan) for ``config`` and the replica count."""
+    def data_config(**batches):
+        return data.DataConfig(problem=config.problem, data_dir=config.data_dir, category=config.category,
+                               image_size=config.image_size, n_train=config.n_train, n_test=config.n_test,
+                               dal=config.dal, fmap=config.fmap, pmap=config.pmap, seed=config.seed,
+                               **batches)
+
+    image_size = data_config().resolved_image_size
+    local_train = _anchor_batch(config, config.n_batch_train, image_size, "n_batch_train")
+    local_init = _anchor_batch(config, config.n_batch_init, image_size, "n_batch_init")
+    datasets = data.make_datasets(data_config(n_batch_train=local_train * n_replicas,
+                                              n_batch_test=config.n_batch_test * n_replicas,
+                                              n_batch_init=local_init))
+    info = datasets.info
+    train_its = int(math.ceil(info.n_train / (config.n_batch_train * n_replicas)))
+    plan = Plan(n_replicas=n_replicas, image_size=info.image_size, local_batch_train=local_train,
+                local_batch_test=config.n_batch_test, local_batch_init=local_init,
+                global_batch_train=local_train * n_replicas, n_train=info.n_train, n_test=info.n_test,
+                n_y=info.n_y, train_its=train_its, beta2=optim.polyak_decay(train_its, config.polyak_epochs))
+    return datasets, plan
+
+
+def model_flag_differences(saved: dict, current: GlowConfig):
+    """['--depth 2 (now 4)', ...] for model hyper-parameters that differ (memory mode aside)."""
+    current = current.to_dict()
+    return [f"--{k} {saved.get(k)!r} (now {current[k]!r})" for k in current
+            if k != "gradient_checkpointing" and saved.get(k) != current[k]]
+
+
+def _check_same_model(saved: dict, current: GlowConfig, where):
+    differences = model_flag_differences(saved, current)
+    if differences:
+        raise ValueError(f"{where} holds a model with different flags: {', '.join(differences)}. "
+                         "Pass the same model flags (or use another --logdir).")
+
+
+def _is_object_checkpoint(prefix):
+    """glow_tf (TF2 object-based) checkpoint, as opposed to the original's TF1 name-based one."""
+    return any(name == "_CHECKPOINTABLE_OBJECT_GRAPH" for name, _ in tf.train.list_variables(prefix))
+
+
+def _stateless_noise(shape, seed, n_bins):
+    """U(0, 1/n_bins) dequantisation noise from a stateless seed."""
+    return tf.random.stateless_uniform(shape, seed, 0.0, 1.0 / n_bins)
+
+
+# ---------------------------------------------------------------------------------- logs
+def _plugin_metadata(plugin):
+    return summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name=plugin)).SerializeToString()
+
+
+def summary_scalar(tag, value, step):
+    """A TensorBoard scalar, written with core TensorFlow (the tensorboard package is not needed)."""
+    tf.summary.write(tag, tf.constant(value, tf.float32), step=step, metadata=_plugin_metadata("scalars"))
+
+
+def summary_image(tag, image, step):
+    """A TensorBoard image (uint8 [H, W, 3]) in the images plugin's format: [width, height, png]."""
+    height, width = image.shape[:2]
+    tensor = tf.stack([tf.constant(str(width)), tf.constant(str(height)), tf.io.encode_png(image)])
+    tf.summary.write(tag, tensor, step=step, metadata=_plugin_metadata("images"))
+
+
+class JsonLinesLog:
+    """The original's ResultLogger (first line: the hps), resumable.
+
+    Args:
+      path: the file.
+      hps: the first line's dict (written only when the file starts).
+      key, resume_at: on resume (``resume_at`` not None) keep only the records with
+        ``record[key] <= resume_at`` (and drop a partial last line).
+      enabled: False makes ``log`` a no-op (non-chief workers).
+    """
+
+    def __init__(self, path, hps, key="n_processed", resume_at=None, enabled=True):
+        self.path, self.enabled = path, enabled
+        if not enabled:
+            return
+        lines = [json.dumps(hps)]
+        if resume_at is not None and os.path.exists(path):
+            with open(path) as f:
+                old = f.read().splitlines()
+            lines = old[:1] or lines
+            for line in old[1:]:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:  # a line cut short: written after the checkpoint anyway
+                    continue
+                if record.get(key, math.inf) <= resume_at:
+                    lines.append(line)
+        _write_text_atomic(path, "".join(line + "\n" for line in lines))
+
+    def log(self, *records):
+        """Appends each record as one JSON line, all in one write."""
+        if self.enabled and records:
+            text = "".join(json.dumps(r) + "\n" for r in records).encode()
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+            try:
+                os.write(fd, text)
+            finally:
+                os.close(fd)
+
+
+def _write_text_atomic(path, text):
+    handle, staging = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-",
+                                       dir=os.path.dirname(os.path.abspath(path)))
+    with os.fdopen(handle, "w") as f:
+        f.write(text)
+    os.replace(staging, path)
+
+
+def format_results(values):
+    """The original's process_results: {stat: '%.4f' string}."""
+    return {name: "{:.4f}".format(float(v)) for name, v in zip(STATS, values)}
+
+
+def should_test(epoch, config):
+    """The original runs a test pass when epoch % epochs_full_valid == 0."""
+    return epoch % config.epochs_full_valid == 0
+
+
+def should_sample(epoch, config):
+    """The original's sample schedule (inside its test-or-not condition)."""
+    visible = epoch < 10 or (epoch < 50 and epoch % 10 == 0) or epoch % config.epochs_full_valid == 0
+    return visible and (epoch in (1, 10) or epoch % config.epochs_full_sample == 0)
+
+
+# ------------------------------------------------------------------------------ the trainer
+class Trainer:
+    """Model, optimiser, Polyak average, counters and the compiled step, eval and sample functions.
+
+    Args:
+      config: the flags.
+      strategy: the tf.distribute strategy.
+      datasets, plan: from ``make_data`` with ``strategy``'s replica count.
+      glow_config: the model's config.
+    """
+
+    def __init__(self, config: TrainConfig, strategy, datasets, plan: Plan, glow_config: GlowConfig):
+        self.config, self.strategy, self.datasets, self.plan = config, strategy, datasets, plan
+        self.glow_config = glow_config
+        with strategy.scope():
+            self.model = Glow(glow_config)
+        self.variables = self.model.trainable_variables
+        self.iterator = iter(datasets.train)
+        self.rng = tf.random.Generator.from_seed(config.seed)
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self.epoch_sums = tf.Variable(tf.zeros([len(STATS)], tf.float64), trainable=False, name="epoch_sums")
+        self.epoch_ok_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch_ok_steps")
+        self.nonfinite_run = tf.Variable(0, dtype=tf.int64, trainable=False, name="nonfinite_run")
+        self.nonfinite_total = tf.Variable(0, dtype=tf.int64, trainable=False, name="nonfinite_total")
+        self.train_time = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="train_time")
+        self.test_loss_best = tf.Variable(TEST_LOSS_BEST_START, dtype=tf.float64, trainable=False,
+                                          name="test_loss_best")
+        self.optimizer = self.ema = self.checkpoint = None
+        # One XLA computation for the whole step needs one replica (no cross-device update).
+        single = plan.n_replicas == 1 and not isinstance(strategy, tf.distribute.TPUStrategy)
+        jit = config.jit_compile and not isinstance(strategy, tf.distribute.TPUStrategy)
+        self._replica_step = (tf.function(self._step_body, jit_compile=True) if jit and single
+                              else self._step_body)
+        self._grads = tf.function(self._compute_grads, jit_compile=True) if jit and not single else self._compute_grads
+        self._eval_body = tf.function(self._eval_sums, jit_compile=True) if jit else self._eval_sums
+        self.train_chunk = tf.function(self._train_chunk)
+        self._eval_batch = tf.function(self._eval_batch_fn)
+        self._sample = tf.function(self._sample_fn, jit_compile=jit)
+
+    # -------------------------------------------------------------- state and checkpoints
+    def data_dependent_init(self):
+        """The original's DDI on the init batch (cross-replica: identical on every replica)."""
+        x, y = self.datasets.init_batch
+        noise = _stateless_noise(x.shape, [self.config.seed, _INIT_SALT], self.glow_config.n_bins)
+        with self.strategy.scope():
+            self.model.initialize(x, y, noise)
+
+    def build_state(self):
+        """Optimizer and Polyak average from the model's current weights, and the checkpoint."""
+        with self.strategy.scope():
+            self.ema = optim.PolyakAverage(self.variables, self.plan.beta2)
+            self.optimizer = optim.make_optimizer(self.config.optimizer, self.variables, beta2=self.plan.beta2,
+                                                  beta1=self.config.beta1, weight_decay=self.config.weight_decay)
+        self.checkpoint = tf.train.Checkpoint(
+            model=self.model, **{checkpoints.EMA_KEY: self.ema}, optimizer=self.optimizer, step=self.step,
+            iterator=self.iterator, rng=self.rng, epoch_sums=self.epoch_sums, epoch_ok_steps=self.epoch_ok_steps,
+            nonfinite_run=self.nonfinite_run, nonfinite_total=self.nonfinite_total, train_time=self.train_time,
+            test_loss_best=self.test_loss_best)
+
+    def restore_weights(self, path):
+        """--restore_path: weights (and averages, optimizer slots) of another run or an original checkpoint.
+
+        Call before ``build_state`` for an original checkpoint, after it for a glow_tf one.
+        Returns a description.
+        """
+        logdir, prefix = checkpoints.resolve(path)
+        if _is_object_checkpoint(prefix):
+            _check_same_model(checkpoints.read_run_config(logdir)["model"], self.glow_config,
+                              f"--restore_path {path}")
+            self.build_state()
+            partial = tf.train.Checkpoint(model=self.model, **{checkpoints.EMA_KEY: self.ema},
+                                          optimizer=self.optimizer)
+            partial.restore(prefix).expect_partial()
+            return f"glow_tf checkpoint {prefix} (weights, Polyak average, optimizer slots)"
+        from glow_tf import openai  # the original's name-based checkpoints
+        hparams = {**self.glow_config.to_dict(), "gradient_checkpointing": int(self.glow_config.gradient_checkpointing)}
+        raw = openai.load_checkpoint(prefix, hparams)
+        averaged = openai.load_checkpoint(prefix, hparams, use_ema=True) if _has_openai_ema(prefix) else raw
+        for target, source in zip(self.model.variables, raw.variables):
+            target.assign(source)
+        self.build_state()
+        for shadow, source in zip(self.ema.shadows, averaged.trainable_variables):
+            shadow.assign(source)
+        return f"original OpenAI checkpoint {prefix} (weights{', Polyak average' if averaged is not raw else ''})"
+
+    def n_processed(self, step=None):
+        """Images seen at the anchor resolution (the original's n_processed)."""
+        step = int(self.step.numpy()) if step is None else step
+        return step * self.config.n_batch_train * self.plan.n_replicas
+
+    def n_images(self, step=None):
+        """Images actually seen (the original's n_images)."""
+        step = int(self.step.numpy()) if step is None else step
+        return step * self.plan.global_batch_train
+
+    # ------------------------------------------------------------------------ the step
+    def learning_rate(self, step):
+        """lr * min(1, n_processed / (n_train * epochs_warmup)), n_processed before this step."""
+        if self.config.epochs_warmup == 0:
+            return tf.constant(self.config.lr, tf.float32)
+        n_processed = tf.cast(step * self.config.n_batch_train * self.plan.n_replicas, tf.float64)
+        warmup = float(self.plan.n_train * self.config.epochs_warmup)
+        return tf.cast(self.config.lr * tf.minimum(tf.constant(1.0, tf.float64), n_processed / warmup), tf.float32)
+
+    def _split(self, value, per_replica):
+        """A global batch -> the replicas' consecutive slices of ``per_replica`` examples."""
+        return self.strategy.experimental_distribute_values_from_function(
+            lambda ctx: value[ctx.replica_id_in_sync_group * per_replica:
+                              (ctx.replica_id_in_sync_group + 1) * per_replica])
+
+    def _noise_slice(self, x, seed, replica_id, per_replica, global_n):
+        """This replica's slice of one noise draw for the global batch: independent of the replica count."""
+        shape = tf.concat([[global_n], tf.shape(x)[1:]], axis=0)
+        noise = _stateless_noise(shape, seed, self.glow_config.n_bins)
+        offset = tf.minimum(replica_id * per_replica, global_n)
+        return noise[offset:offset + tf.shape(x)[0]]
+
+    def _compute_grads(self, x, y, seed, loss_scale, replica_id):
+        """Per replica: mean statistics [4] of the local batch and the gradients of its mean loss."""
+        noise = self._noise_slice(x, seed, replica_id, self.plan.local_batch_train, self.plan.global_batch_train)
+        with tf.GradientTape() as tape:
+            terms = self.model.loss_terms(x, y, noise)
+            loss = tf.reduce_mean(terms["loss"]) * loss_scale
+        grads = tape.gradient(loss, self.variables)
+        grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, self.variables)]
+        stats = tf.stack([loss] + [tf.reduce_mean(terms[name]) for name in STATS[1:]])
+        return stats, grads
+
+    def _step_body(self, x, y, seed, lr, loss_scale):
+        ctx = tf.distribute.get_replica_context()
+        replica_id = tf.cast(ctx.replica_id_in_sync_group, tf.int32)
+        stats, grads = self._grads(x, y, seed, loss_scale, replica_id)
+        grad_squares = (ctx.all_reduce(tf.distribute.ReduceOp.MEAN, [tf.square(g) for g in grads])
+                        if self.optimizer.needs_grad_squares else None)
+        stats, grads = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, [stats, grads])
+        ok = tf.logical_and(tf.reduce_all(tf.math.is_finite(stats)),
+                            tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads]))
+        ctx.merge_call(self._apply, args=(grads, grad_squares, lr, ok))
+        return stats, ok
+
+    def _apply(self, strategy, grads, grad_squares, lr, ok):
+        del strategy  # the updates use the current (cross-replica) strategy
+        self.optimizer.apply(self.variables, grads, lr, ok, grad_squares)
+        self.ema.update(self.variables, ok)
+
+    def _train_chunk(self, n_steps):
+        """Up to n_steps training steps -> (stats [n, 4], ok [n]); stops early after max_nonfinite."""
+        all_stats = tf.TensorArray(tf.float32, size=0, dynamic_size=True, element_shape=[len(STATS)])
+        all_ok = tf.TensorArray(tf.bool, size=0, dynamic_size=True, element_shape=[])
+        for i in tf.range(n_steps):
+            if self.nonfinite_run >= self.config.max_nonfinite:
+                break
+            x, y = next(self.iterator)
+            seed = self.rng.make_seeds(1)[:, 0]
+            loss_scale = tf.where(self.step == self.config.debug_inject_nan_at_step, float("nan"), 1.0)
+            per_replica = self.plan.local_batch_train
+            stats, ok = self.strategy.run(self._replica_step, args=(
+                self._split(x, per_replica), self._split(y, per_replica), seed,
+                self.learning_rate(self.step), loss_scale))
+            stats = self.strategy.experimental_local_results(stats)[0]
+            ok = self.strategy.experimental_local_results(ok)[0]
+            self.step.assign_add(1)
+            self.epoch_sums.assign_add(tf.where(ok, tf.cast(stats, tf.float64), 0.0))
+            self.epoch_ok_steps.assign_add(tf.cast(ok, tf.int64))
+            self.nonfinite_run.assign(tf.where(ok, tf.constant(0, tf.int64), self.nonfinite_run + 1))
+            self.nonfinite_total.assign_add(1 - tf.cast(ok, tf.int64))
+            all_stats = all_stats.write(i, stats)
+            all_ok = all_ok.write(i, ok)
+        return all_stats.stack(), all_ok.stack()
+
+    # ------------------------------------------------------------------ eval and samples
+    def _eval_sums(self, x, y, seed, replica_id, n_valid):
+        """Per replica: sums [4] of the statistics over its valid examples, and their count."""
+        per_replica, global_n = self.plan.local_batch_test, self.plan.local_batch_test * self.plan.n_replicas
+        noise = self._noise_slice(x, seed, replica_id, per_replica, global_n)
+        terms = self.model.loss_terms(x, y, noise)
+        valid = replica_id * per_replica + tf.range(tf.shape(x)[0]) < n_valid
+        sums = tf.stack([tf.reduce_sum(tf.where(valid, terms[name], 0.0)) for name in STATS])
+        return sums, tf.reduce_sum(tf.cast(valid, tf.int32))
+
+    def _eval_replica(self, x, y, seed, n_valid):
+        replica_id = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int32)
+        return self._eval_body(x, y, seed, replica_id, n_valid)
+
+    def _eval_batch_fn(self, x, y, seed, n_valid):
+        per_replica = self.plan.local_batch_test
+        sums, count = self.strategy.run(self._eval_replica, args=(
+            self._split(x, per_replica), self._split(y, per_replica), seed, n_valid))
+        return (self.strategy.reduce(tf.distribute.ReduceOp.SUM, sums, axis=None),
+                self.strategy.reduce(tf.distribute.ReduceOp.SUM, count, axis=None))
+
+    def evaluate(self):
+        """Mean statistics [4] over the test set (noise seeded per batch: the same every pass).
+
+        A last, smaller batch is padded to the full batch (and the padding masked out), so the
+        evaluation compiles once.
+        """
+        sums, count = np.zeros(len(STATS)), 0
+        batch = self.plan.local_batch_test * self.plan.n_replicas
+        with self._eval_weights():
+            for index, (x, y) in enumerate(self.datasets.test):
+                n_valid = int(x.shape[0])
+                if n_valid < batch:
+                    x = tf.pad(x, [[0, batch - n_valid], [0, 0], [0, 0], [0, 0]])
+                    y = tf.pad(y, [[0, batch - n_valid]])
+                seed = tf.constant([self.config.seed, _EVAL_SALT + index], tf.int64)
+                batch_sums, batch_count = self._eval_batch(x, y, seed, tf.constant(n_valid, tf.int32))
+                sums += batch_sums.numpy()
+                count += int(batch_count)
+        return sums / count
+
+    @contextlib.contextmanager
+    def _eval_weights(self):
+        """Within it the model holds the weights to evaluate and sample with (--use_ema_for_eval)."""
+        swap = self.config.use_ema_for_eval
+        if swap:
+            with self.strategy.scope():
+                self.ema.swap(self.variables)
+        try:
+            yield
+        finally:
+            if swap:  # swapping twice undoes it
+                with self.strategy.scope():
+                    self.ema.swap(self.variables)
+
+    def _sample_fn(self, temperature):
+        rows = sample_grid_rows(self.glow_config.image_size)
+        y = tf.constant([i % self.glow_config.n_y for i in range(rows)] * rows, tf.int32)
+        return self.model.sample(rows * rows, y if self.glow_config.ycond else None, temperature,
+                                 seed=self.config.seed)
+
+    def sample_grids(self):
+        """[(temperature, uint8 [rows, rows, H, W, C])] at the original's temperatures."""
+        rows = sample_grid_rows(self.glow_config.image_size)
+        grids = []
+        with self._eval_weights():
+            for temperature in DEFAULT_TEMPERATURES:
+                images = self._sample(tf.constant(temperature, tf.float32)).numpy()
+                grids.append((temperature, images.reshape((rows, rows) + images.shape[1:])))
+        return grids
+
+
+def sample_grid_rows(image_size):
+    """The original's grid: 10 x 10 images up to 64 pixels, else 4 x 4."""
+    return 10 if image_size <= 64 else 4
+
+
+def _has_openai_ema(prefix):
+    from glow_tf.openai import EMA_SUFFIX
+    return any(name.endswith(EMA_SUFFIX) for name, _ in tf.train.list_variables(prefix))
+
+
+# ------------------------------------------------------------------------------ the run
+class _Run:
+    """One training run in ``config.logdir``: set-up, resume, the epoch loop and the end."""
+
+    def __init__(self, config: TrainConfig):
+        self.config = config
+        self.logdir = os.path.abspath(config.logdir)
+        self.strategy = make_strategy(config)
+        self.chief = is_chief(self.strategy)
+        self.datasets, self.plan = make_data(config, self.strategy.num_replicas_in_sync)
+        info = self.datasets.info
+        self.glow_config = config.glow_config(info.image_size, info.n_channels, info.n_y)
+        self.hps = {**config.to_dict(), **dataclasses.asdict(self.plan)}
+        os.makedirs(self.logdir, exist_ok=True)
+        ckpt_dir = os.path.join(self.logdir, checkpoints.CHECKPOINTS_DIR)
+        best_dir = os.path.join(self.logdir, checkpoints.BEST_DIR)
+        if not self.chief:  # other workers write their copies of the checkpoint aside
+            ckpt_dir = best_dir = tempfile.mkdtemp(prefix="glow_tf_worker_ckpt_")
+        resume_prefix = tf.train.latest_checkpoint(ckpt_dir)
+
+        self.trainer = trainer = Trainer(config, self.strategy, self.datasets, self.plan, self.glow_config)
+        if resume_prefix:
+            self._check_resume()
+            trainer.build_state()
+            trainer.checkpoint.restore(resume_prefix).assert_consumed()
+            origin = f"Resuming from {resume_prefix}: step {int(trainer.step.numpy())}"
+        elif config.restore_path:
+            origin = "Starting from " + trainer.restore_weights(config.restore_path)
+        else:
+            trainer.data_dependent_init()
+            trainer.build_state()
+            origin = f"Starting a new run (data-dependent init on {self.plan.local_batch_init} images)"
+        if self.chief:
+            checkpoints.write_json_atomic(os.path.join(self.logdir, checkpoints.CONFIG_FILE),
+                                          {"model": self.glow_config.to_dict(), "train": self.hps})
+        self.manager = tf.train.CheckpointManager(trainer.checkpoint, ckpt_dir, config.keep_checkpoints)
+        self.best_manager = tf.train.CheckpointManager(trainer.checkpoint, best_dir, 1)
+
+        resume_at = trainer.n_processed() if resume_prefix else None
+        step_at = int(trainer.step.numpy()) if resume_prefix else None
+        self.train_log = JsonLinesLog(os.path.join(self.logdir, "train.txt"), self.hps, resume_at=resume_at,
+                                      enabled=self.chief)
+        self.test_log = JsonLinesLog(os.path.join(self.logdir, "test.txt"), self.hps, resume_at=resume_at,
+                                     enabled=self.chief)
+        self.step_log = JsonLinesLog(os.path.join(self.logdir, "train_steps.txt"), self.hps, key="step",
+                                     resume_at=step_at, enabled=self.chief and config.log_steps)
+        self.writer = (tf.summary.create_file_writer(os.path.join(self.logdir, "tensorboard")) if self.chief
+                       else tf.summary.create_noop_writer())
+        self._print(origin)
+        self._print(f"Logging to {self.logdir}. {self.plan.n_replicas} replica(s) ({config.strategy}); "
+                    f"batch per step {self.plan.global_batch_train} images of {self.plan.image_size}x"
+                    f"{self.plan.image_size}; {self.plan.train_its} steps per epoch; data: {self.datasets.info.source}")
+        self.last_test_step = self.last_sample_step = self.last_save_step = (
+            int(trainer.step.numpy()) if resume_prefix else -1)
+
+    def _print(self, *args):
+        if self.chief:
+            print(*args, flush=True)
+
+    def _check_resume(self):
+        saved = checkpoints.read_run_config(self.logdir)
+        _check_same_model(saved["model"], self.glow_config, f"--logdir {self.logdir}")
+        changed = [f"--{k} {saved['train'].get(k)!r} -> {v!r}" for k, v in self.hps.items()
+                   if k not in _RESUMABLE_CHANGES and saved["train"].get(k) != v]
+        if changed:
+            self._print("Note: resuming with changed flags (the run will not match an uninterrupted one): "
+                        + ", ".join(changed))
+
+    # ----------------------------------------------------------------------- the loop
+    def run(self):
+        config, trainer, plan = self.config, self.trainer, self.plan
+        start = time.time()
+        step = int(trainer.step.numpy())
+        last_save_time = time.time()
+        self._print("epoch n_processed n_images ips dtrain dtest dsample dtot train_results test_results msg")
+        while True:
+            epoch = step // plan.train_its + 1
+            if epoch >= config.epochs or self._limit_reached(step, start):
+                break
+            epoch_start_time, epoch_step0 = time.time(), step
+            bar = tqdm(total=plan.train_its, initial=step % plan.train_its, desc=f"epoch {epoch}",
+                       disable=not (self.chief and sys.stderr.isatty()), leave=False)
+            while step // plan.train_its + 1 == epoch and not self._limit_reached(step, start):
+                n = min(config.steps_per_execution, plan.train_its - step % plan.train_its)
+                if config.max_steps:
+                    n = min(n, config.max_steps - step)
+                chunk_start = time.time()
+                stats, ok = (t.numpy() for t in trainer.train_chunk(tf.constant(n, tf.int32)))
+                seconds = time.time() - chunk_start
+                trainer.train_time.assign_add(seconds)
+                self._log_steps(step, stats, ok, seconds)
+                step += len(ok)
+                bar.update(len(ok))
+                if ok.any():
+                    bar.set_postfix({"bits/dim": f"{stats[ok, 1].mean():.4f}",
+                                     "img/s": f"{len(ok) * plan.global_batch_train / seconds:.0f}"})
+                self._check_nonfinite()
+                if step % plan.train_its == 0:
+                    break
+                if time.time() - last_save_time >= 60 * config.checkpoint_minutes:
+                    self._save(step)
+                    last_save_time = time.time()
+            bar.close()
+            if step % plan.train_its == 0:
+                self._end_of_epoch(epoch, step, time.time() - epoch_start_time, step - epoch_step0)
+                last_save_time = time.time()
+        self._finish(step)
+
+    def _limit_reached(self, step, start):
+        config = self.config
+        return bool((config.max_steps and step >= config.max_steps)
+                    or (config.max_time and time.time() - start >= config.max_time))
+
+    def _log_steps(self, step, stats, ok, seconds):
+        config, plan = self.config, self.plan
+        records = [{"step": step + i, **{name: float(v) for name, v in zip(STATS, s)}, "ok": bool(o)}
+                   for i, (s, o) in enumerate(zip(stats, ok))]
+        self.step_log.log(*records)
+        if config.verbose:
+            for record in records:
+                self._print(self.trainer.n_processed(record["step"]), record)
+        end = step + len(ok)
+        with self.writer.as_default():
+            if ok.any():
+                for index, name in enumerate(STATS[:2]):
+                    summary_scalar(f"train/{name}", float(stats[ok, index].mean()), end)
+            summary_scalar("train/lr", float(self.trainer.learning_rate(end - 1)), end)
+            summary_scalar("train/images_per_sec", len(ok) * plan.global_batch_train / seconds, end)
+            summary_scalar("train/nonfinite_steps", float(self.trainer.nonfinite_total.numpy()), end)
+
+    def _check_nonfinite(self):
+        trainer, limit = self.trainer, self.config.max_nonfinite
+        run = int(trainer.nonfinite_run.numpy())
+        if run:
+            logging.warning("step %d: non-finite loss or gradients; step skipped (%d in a row, %d in all)",
+                            int(trainer.step.numpy()) - 1, run, int(trainer.nonfinite_total.numpy()))
+        if run >= limit:
+            raise NonFiniteError(
+                f"{run} consecutive steps (--max_nonfinite {limit}) had a non-finite loss or gradients, up to "
+                f"step {int(trainer.step.numpy()) - 1}; stopping. The last good checkpoint is "
+                f"{self.manager.latest_checkpoint or '(none written yet)'}. Try a lower --lr, a longer "
+                "--epochs_warmup, or --flow_coupling 0 (additive).")
+
+    def _end_of_epoch(self, epoch, step, dtrain, steps_this_epoch):
+        """The original's end-of-epoch: train log, test, best checkpoint, samples, then a checkpoint."""
+        trainer, plan = self.trainer, self.plan
+        ok_steps = int(trainer.epoch_ok_steps.numpy())
+        train_results = trainer.epoch_sums.numpy() / max(ok_steps, 1) if ok_steps else np.full(len(STATS), np.nan)
+        trainer.epoch_sums.assign(tf.zeros_like(trainer.epoch_sums))
+        trainer.epoch_ok_steps.assign(0)
+        self.train_log.log(dict(epoch=epoch, n_processed=trainer.n_processed(step), n_images=trainer.n_images(step),
+                                train_time=int(trainer.train_time.numpy()), **format_results(train_results)))
+        t = time.time()
+        test_results, msg = [], ""
+        if should_test(epoch, self.config):
+            test_results, msg = self._test(epoch, step)
+        dtest, t = time.time() - t, time.time()
+        if should_sample(epoch, self.config):
+            self._samples(epoch, step)
+        dsample = time.time() - t
+        ips = steps_this_epoch * plan.global_batch_train / max(dtrain, 1e-9)
+        self._print(epoch, trainer.n_processed(step), trainer.n_images(step),
+                    f"{ips:.1f} {dtrain:.1f} {dtest:.1f} {dsample:.1f} {dtrain + dtest + dsample:.1f}",
+                    np.round(train_results, 4), np.round(test_results, 4), msg)
+        self._save(step)
+
+    def _test(self, epoch, step):
+        trainer = self.trainer
+        results = trainer.evaluate()
+        self.last_test_step = step
+        self.test_log.log(dict(epoch=epoch, n_processed=trainer.n_processed(step), n_images=trainer.n_images(step),
+                               **format_results(results)))
+        with self.writer.as_default():
+            for index, name in enumerate(STATS[:2]):
+                summary_scalar(f"test/{name}", float(results[index]), step)
+        msg = ""
+        if results[0] < trainer.test_loss_best.numpy():
+            trainer.test_loss_best.assign(results[0])
+            self.best_manager.save(checkpoint_number=step)
+            msg = " *"
+        return results, msg
+
+    def _samples(self, epoch, step):
+        self.last_sample_step = step
+        if not self.chief:
+            return
+        grids = self.trainer.sample_grids()
+        for index, (temperature, grid) in enumerate(grids):
+            sampling.save_grid(grid, os.path.join(self.logdir, f"epoch_{epoch}_sample_{index}.png"))
+            with self.writer.as_default():
+                raster = sampling.to_raster(grid.reshape((-1,) + grid.shape[2:]), grid.shape[1])
+                summary_image(f"samples/temperature_{temperature}", raster, step)
+
+    def _save(self, step):
+        if step != self.last_save_step:
+            self.manager.save(checkpoint_number=step)
+            self.last_save_step = step
+
+    def _finish(self, step):
+        """The end of the run: test pass, samples, checkpoint (each unless this step had it), export."""
+        epoch = max(1, -(-step // self.plan.train_its))
+        if step != self.last_test_step:
+            results, msg = self._test(epoch, step)
+            self._print(f"final test at step {step}: {np.round(results, 4)}{msg}")
+        if step != self.last_sample_step:
+            self._samples(epoch, step)
+        self._save(step)
+        self.writer.flush()
+        self._print(f"Finished at step {step} (epoch {epoch}): checkpoint {self.manager.latest_checkpoint}")
+        if self.chief and self.config.export:
+            from glow_tf import export  # imports the serving code only when used
+            path = export.export_saved_model(self.manager.latest_checkpoint, os.path.join(self.logdir, "saved_model"),
+                                             use_ema=True, overwrite=True, seed=self.config.seed)
+            self._print(f"SavedModel (Polyak-averaged weights): {path}")
+
+
+def train_and_evaluate(config: TrainConfig):
+    """Trains (or resumes) the run of ``config`` in ``config.logdir``; see the module docstring.
+
+    Raises ValueError for bad flags and NonFiniteError when training diverges.
+    """
+    validate(config)
+    if config.inference:
+        raise ValueError("--inference: call train_lib.infer (train.py does)")
+    _set_determinism(config)
+    _Run(config).run()
+
+
+def _set_determinism(config):
+    if config.deterministic:
+        tf.keras.utils.set_random_seed(config.seed)
+        tf.config.experimental.enable_op_determinism()
+
+
+# ------------------------------------------------------------------------------ inference
+def load_for_inference(config: TrainConfig, glow_config: GlowConfig) -> Glow:
+    """The --restore_path model: a glow_tf run (its own config) or an original checkpoint (the flags')."""
+    _, prefix = checkpoints.resolve(config.restore_path)
+    if _is_object_checkpoint(prefix):
+        return checkpoints.restore_model(config.restore_path, use_ema=config.use_ema_for_eval)
+    from glow_tf import openai
+    return openai.load_checkpoint(prefix, glow_config.to_dict(),
+                                  use_ema=config.use_ema_for_eval and _has_openai_ema(prefix))
+
+
+def infer(config: TrainConfig) -> str:
+    """The original's inference mode: encode the test set, write LOGDIR/latents.npz; returns its path.
+
+    latents.npz holds ``z`` [N, D] float32 (every level's eps flattened and joined, level 0
+    first, as the original's flatten_eps), ``y`` [N] int32 and ``x`` [N, H, W, C] uint8, the
+    images decoded from z (the original's x.npy). The dequantisation noise of test batch i is
+    seeded (seed, 2**20 + i), as in the test passes of training.
+    """
+    validate(config)
+    _set_determinism(config)
+    datasets, _ = make_data(config)
+    info = datasets.info
+    model = load_for_inference(config, config.glow_config(info.image_size, info.n_channels, info.n_y))
+    if model.config.image_size != info.image_size:
+        raise ValueError(f"--inference: the model is for {model.config.image_size}x{model.config.image_size} "
+                         f"images, the data ({config.problem}) are {info.image_size}x{info.image_size}; "
+                         "pass --image_size")
+
+    @tf.function(jit_compile=config.jit_compile)
+    def encode_decode(x, y, seed):
+        y = y if model.config.ycond else None
+        continuous = model.preprocess(x, _stateless_noise(tf.shape(x), seed, model.config.n_bins))
+        eps = model.encode(continuous, y)
+        flat = tf.concat([tf.reshape(e, [tf.shape(e)[0], -1]) for e in eps], axis=1)
+        return flat, model.postprocess(model.decode(eps, y))
+
+    zs, xs, ys = [], [], []
+    for index, (x, y) in enumerate(datasets.test):
+        z, x_decoded = encode_decode(x, y, tf.constant([config.seed, _EVAL_SALT + index], tf.int64))
+        zs.append(z.numpy())
+        xs.append(x_decoded.numpy())
+        ys.append(y.numpy())
+    os.makedirs(config.logdir, exist_ok=True)
+    path = os.path.join(os.path.abspath(config.logdir), "latents.npz")
+    handle, staging = tempfile.mkstemp(prefix=".latents.npz.tmp-", dir=os.path.dirname(path))
+    with os.fdopen(handle, "wb") as f:
+        np.savez(f, z=np.concatenate(zs), y=np.concatenate(ys).astype(np.int32), x=np.concatenate(xs))
+    os.replace(staging, path)
+    return path

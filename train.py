@@ -1,0 +1,58 @@
+#!/usr/bin/env python
+"""Trains Glow as the original OpenAI train.py, on tf.distribute with XLA; resumable exactly.
+
+    python train.py --problem mnist --data_dir DIR --logdir logs/mnist      # train (or resume)
+    python train.py --inference --restore_path logs/mnist --problem mnist --data_dir DIR
+    python train.py --help                                                  # every flag
+
+The flags are the original's (same names and defaults) plus glow_tf's; they are defined,
+documented and validated in glow_tf/train_config.py; the loops live in glow_tf/train_lib.py.
+"""
+import dataclasses
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags, logging  # noqa: E402
+
+from glow_tf import train_config, train_lib  # noqa: E402
+
+
+def _define_flags():
+    for field in dataclasses.fields(train_config.TrainConfig):
+        name, default, help_text = field.name, field.default, train_config.help_text(field.name)
+        choices = field.metadata["choices"]
+        if isinstance(default, bool):
+            flags.DEFINE_bool(name, default, help_text)
+        elif isinstance(default, int):
+            flags.DEFINE_integer(name, default, help_text)
+        elif isinstance(default, float):
+            flags.DEFINE_float(name, default, help_text)
+        elif choices:
+            flags.DEFINE_enum(name, default, list(choices), help_text)
+        else:
+            flags.DEFINE_string(name, default, help_text)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    config = train_config.TrainConfig(**{f.name: flags.FLAGS[f.name].value
+                                         for f in dataclasses.fields(train_config.TrainConfig)})
+    if not flags.FLAGS["verbosity"].present:  # TensorFlow's INFO lines about every checkpoint write
+        logging.set_verbosity(logging.WARNING)
+    try:
+        if config.inference:
+            print(f"wrote {train_lib.infer(config)}")
+        else:
+            train_lib.train_and_evaluate(config)
+    except ValueError as e:  # bad flags or data: the message says what was expected
+        raise SystemExit(f"train.py: error: {e}") from None
+    except train_lib.NonFiniteError as e:
+        raise SystemExit(f"train.py: {e}") from None
+
+
+if __name__ == "__main__":
+    _define_flags()
+    app.run(main)
