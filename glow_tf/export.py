@@ -19,7 +19,7 @@ signatures have these names (other programs depend on them) and a dynamic batch 
     serving_default = sample
 
 Noise. encode and bits_per_dim dequantise as the original does, also at test time:
-x / n_bins - .5 + U(0, 1/n_bins). That noise and sample's eps come from the
+floor(x / 2**(8 - n_bits_x)) / n_bins - .5 + U(0, 1/n_bins). That noise and sample's eps come from the
 ``tf.random.Generator`` ``noise_generator`` saved in the model, seeded with ``seed`` at
 export, so every fresh load draws the same numbers in the same order. The first call after a
 load (or after ``reseed(seed)``) draws, with g = ``tf.random.Generator.from_seed(seed)`` (seed
@@ -35,6 +35,11 @@ Attributes of the loaded object (``tf.function``s):
     reseed(seed)                     restarts noise_generator from int64 ``seed`` >= 0
     config_json                      tf.Variable(string), JSON: {"model": GlowConfig.to_dict(),
                                      "eps_shapes": [[h, w, c], ...], "has_classifier": bool}
+    model_variables                  the weights
+
+    loaded = tf.saved_model.load(path)
+    config = json.loads(loaded.config_json.numpy())["model"]
+    images = loaded.signatures["sample"](temperature=tf.fill([16], 0.7))["image"]  # [16, H, W, C]
 """
 import contextlib
 import json
@@ -45,11 +50,9 @@ import time
 
 import tensorflow as tf
 from absl import app, flags
+from absl import logging as absl_logging
 
 from glow_tf.model import Glow, standard_normal_log_prob
-
-SIGNATURE_NAMES = ("encode", "decode", "sample", "bits_per_dim")
-
 
 def serving_module(model: Glow, seed: int = 0):
     """(tf.Module, {signature name: tf.function}) serving ``model``; see the module docstring.
@@ -236,9 +239,20 @@ def export_saved_model(model, path, use_ema=True, overwrite=False, seed=0) -> st
         model = checkpoints.restore_model(model, use_ema=use_ema)
     module, signatures = serving_module(model, seed=seed)
     path = os.path.abspath(os.fspath(path))
-    with _atomic_directory(path, overwrite) as staging:
+    with _atomic_directory(path, overwrite) as staging, _quiet_tensorflow_logger():
         tf.saved_model.save(module, staging, signatures=signatures)
     return path
+
+
+@contextlib.contextmanager
+def _quiet_tensorflow_logger():
+    """Hides the INFO lines (absl logging) tf.saved_model.save writes about every captured variable."""
+    verbosity = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(min(verbosity, absl_logging.WARNING))  # absl: lower is quieter
+    try:
+        yield
+    finally:
+        absl_logging.set_verbosity(verbosity)
 
 
 def _define_flags():
@@ -266,7 +280,6 @@ def _main(argv):
         raise app.UsageError("expected exactly one of --checkpoint and --openai_checkpoint")
     if FLAGS.openai_checkpoint is not None and FLAGS.hparams is None:
         raise app.UsageError("--openai_checkpoint needs --hparams")
-    tf.get_logger().setLevel("WARNING")  # TensorFlow's INFO lines about every traced function
     start = time.perf_counter()
     try:
         _check_target(FLAGS.out, FLAGS.overwrite)  # before the slow restore
