@@ -19,27 +19,32 @@ from absl import app, flags, logging  # noqa: E402
 from glow_tf import train_config, train_lib  # noqa: E402
 
 
-def _define_flags():
+def _define_flags(flag_values=flags.FLAGS):
+    """One absl flag per TrainConfig field, with its default and help."""
     for field in dataclasses.fields(train_config.TrainConfig):
         name, default, help_text = field.name, field.default, train_config.help_text(field.name)
         choices = field.metadata["choices"]
         if isinstance(default, bool):
-            flags.DEFINE_bool(name, default, help_text)
+            flags.DEFINE_bool(name, default, help_text, flag_values=flag_values)
         elif isinstance(default, int):
-            flags.DEFINE_integer(name, default, help_text)
+            flags.DEFINE_integer(name, default, help_text, flag_values=flag_values)
         elif isinstance(default, float):
-            flags.DEFINE_float(name, default, help_text)
+            flags.DEFINE_float(name, default, help_text, flag_values=flag_values)
         elif choices:
-            flags.DEFINE_enum(name, default, list(choices), help_text)
+            flags.DEFINE_enum(name, default, list(choices), help_text, flag_values=flag_values)
         else:
-            flags.DEFINE_string(name, default, help_text)
+            flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
+
+
+def config_from_flags(flag_values=flags.FLAGS) -> train_config.TrainConfig:
+    return train_config.TrainConfig(**{f.name: flag_values[f.name].value
+                                       for f in dataclasses.fields(train_config.TrainConfig)})
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
-    config = train_config.TrainConfig(**{f.name: flags.FLAGS[f.name].value
-                                         for f in dataclasses.fields(train_config.TrainConfig)})
+    config = config_from_flags()
     if not flags.FLAGS["verbosity"].present:  # TensorFlow's INFO lines about every checkpoint write
         logging.set_verbosity(logging.WARNING)
     try:

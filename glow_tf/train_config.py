@@ -111,9 +111,9 @@ class TrainConfig:
                             "ends with a checkpoint, a test pass and the export.")
     max_time: float = _field(0.0, "Stop after this many seconds of training in this process (0: no "
                              "limit); the run ends with a checkpoint, a test pass and the export.")
-    deterministic: bool = _field(False, "Seed everything and turn on "
-                                 "tf.config.experimental.enable_op_determinism (bit-identical reruns "
-                                 "and resumes on CPU).")
+    deterministic: bool = _field(False, "Turn on tf.config.experimental.enable_op_determinism "
+                                 "(bit-identical reruns and resumes on CPU; --seed seeds everything "
+                                 "either way).")
     checkpoint_minutes: float = _field(10.0, "Minutes between checkpoints within an epoch (checkpoints "
                                        "are also written at every epoch end).")
     keep_checkpoints: int = _field(3, "Latest checkpoints kept in LOGDIR/checkpoints (the best-test-loss "

@@ -5,9 +5,9 @@ The loop is the original train.py's, on tf.distribute with XLA:
 * Data-dependent init once, on one init batch, in cross-replica context (identical on every
   replica, as the original's rank-0-then-broadcast); never again on restore.
 * Each step (``Trainer.train_chunk`` runs ``steps_per_execution`` of them in one tf.function):
-  the global batch is split over the replicas in order; each replica dequantises its images
-  with its slice of one global noise draw (stateless, seeded from the checkpointed
-  ``tf.random.Generator``), so the numbers do not depend on the replica count; gradients and
+  the global batch and its dequantisation noise (one stateless draw per step, seeded from the
+  checkpointed ``tf.random.Generator``, made outside XLA, whose random bits differ) are split
+  over the replicas in order, so the numbers do not depend on the replica count; gradients and
   statistics are averaged over replicas (adam2 also averages g**2); a step whose loss or
   gradients are not finite changes nothing and is counted, and ``max_nonfinite`` consecutive
   ones stop the run (``NonFiniteError``) with the last checkpoint untouched. With one replica
@@ -374,16 +374,8 @@ class Trainer:
             lambda ctx: value[ctx.replica_id_in_sync_group * per_replica:
                               (ctx.replica_id_in_sync_group + 1) * per_replica])
 
-    def _noise_slice(self, x, seed, replica_id, per_replica, global_n):
-        """This replica's slice of one noise draw for the global batch: independent of the replica count."""
-        shape = tf.concat([[global_n], tf.shape(x)[1:]], axis=0)
-        noise = _stateless_noise(shape, seed, self.glow_config.n_bins)
-        offset = tf.minimum(replica_id * per_replica, global_n)
-        return noise[offset:offset + tf.shape(x)[0]]
-
-    def _compute_grads(self, x, y, seed, loss_scale, replica_id):
+    def _compute_grads(self, x, y, noise, loss_scale):
         """Per replica: mean statistics [4] of the local batch and the gradients of its mean loss."""
-        noise = self._noise_slice(x, seed, replica_id, self.plan.local_batch_train, self.plan.global_batch_train)
         with tf.GradientTape() as tape:
             terms = self.model.loss_terms(x, y, noise)
             loss = tf.reduce_mean(terms["loss"]) * loss_scale
@@ -392,10 +384,9 @@ class Trainer:
         stats = tf.stack([loss] + [tf.reduce_mean(terms[name]) for name in STATS[1:]])
         return stats, grads
 
-    def _step_body(self, x, y, seed, lr, loss_scale):
+    def _step_body(self, x, y, noise, lr, loss_scale):
         ctx = tf.distribute.get_replica_context()
-        replica_id = tf.cast(ctx.replica_id_in_sync_group, tf.int32)
-        stats, grads = self._grads(x, y, seed, loss_scale, replica_id)
+        stats, grads = self._grads(x, y, noise, loss_scale)
         grad_squares = (ctx.all_reduce(tf.distribute.ReduceOp.MEAN, [tf.square(g) for g in grads])
                         if self.optimizer.needs_grad_squares else None)
         stats, grads = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, [stats, grads])
@@ -417,11 +408,11 @@ class Trainer:
             if self.nonfinite_run >= self.config.max_nonfinite:
                 break
             x, y = next(self.iterator)
-            seed = self.rng.make_seeds(1)[:, 0]
+            noise = _stateless_noise(tf.shape(x), self.rng.make_seeds(1)[:, 0], self.glow_config.n_bins)
             loss_scale = tf.where(self.step == self.config.debug_inject_nan_at_step, float("nan"), 1.0)
             per_replica = self.plan.local_batch_train
             stats, ok = self.strategy.run(self._replica_step, args=(
-                self._split(x, per_replica), self._split(y, per_replica), seed,
+                self._split(x, per_replica), self._split(y, per_replica), self._split(noise, per_replica),
                 self.learning_rate(self.step), loss_scale))
             stats = self.strategy.experimental_local_results(stats)[0]
             ok = self.strategy.experimental_local_results(ok)[0]
@@ -435,23 +426,22 @@ class Trainer:
         return all_stats.stack(), all_ok.stack()
 
     # ------------------------------------------------------------------ eval and samples
-    def _eval_sums(self, x, y, seed, replica_id, n_valid):
+    def _eval_sums(self, x, y, noise, replica_id, n_valid):
         """Per replica: sums [4] of the statistics over its valid examples, and their count."""
-        per_replica, global_n = self.plan.local_batch_test, self.plan.local_batch_test * self.plan.n_replicas
-        noise = self._noise_slice(x, seed, replica_id, per_replica, global_n)
         terms = self.model.loss_terms(x, y, noise)
-        valid = replica_id * per_replica + tf.range(tf.shape(x)[0]) < n_valid
+        valid = replica_id * self.plan.local_batch_test + tf.range(tf.shape(x)[0]) < n_valid
         sums = tf.stack([tf.reduce_sum(tf.where(valid, terms[name], 0.0)) for name in STATS])
         return sums, tf.reduce_sum(tf.cast(valid, tf.int32))
 
-    def _eval_replica(self, x, y, seed, n_valid):
+    def _eval_replica(self, x, y, noise, n_valid):
         replica_id = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int32)
-        return self._eval_body(x, y, seed, replica_id, n_valid)
+        return self._eval_body(x, y, noise, replica_id, n_valid)
 
     def _eval_batch_fn(self, x, y, seed, n_valid):
         per_replica = self.plan.local_batch_test
+        noise = _stateless_noise(tf.shape(x), seed, self.glow_config.n_bins)
         sums, count = self.strategy.run(self._eval_replica, args=(
-            self._split(x, per_replica), self._split(y, per_replica), seed, n_valid))
+            self._split(x, per_replica), self._split(y, per_replica), self._split(noise, per_replica), n_valid))
         return (self.strategy.reduce(tf.distribute.ReduceOp.SUM, sums, axis=None),
                 self.strategy.reduce(tf.distribute.ReduceOp.SUM, count, axis=None))
 
@@ -740,13 +730,14 @@ def train_and_evaluate(config: TrainConfig):
     validate(config)
     if config.inference:
         raise ValueError("--inference: call train_lib.infer (train.py does)")
-    _set_determinism(config)
+    _seed_everything(config)
     _Run(config).run()
 
 
-def _set_determinism(config):
+def _seed_everything(config):
+    """Seeds Python, numpy and TensorFlow (initialisers) as the original; --deterministic: op determinism."""
+    tf.keras.utils.set_random_seed(config.seed)
     if config.deterministic:
-        tf.keras.utils.set_random_seed(config.seed)
         tf.config.experimental.enable_op_determinism()
 
 
@@ -770,7 +761,7 @@ def infer(config: TrainConfig) -> str:
     seeded (seed, 2**20 + i), as in the test passes of training.
     """
     validate(config)
-    _set_determinism(config)
+    _seed_everything(config)
     datasets, _ = make_data(config)
     info = datasets.info
     model = load_for_inference(config, config.glow_config(info.image_size, info.n_channels, info.n_y))
@@ -780,16 +771,16 @@ def infer(config: TrainConfig) -> str:
                          "pass --image_size")
 
     @tf.function(jit_compile=config.jit_compile)
-    def encode_decode(x, y, seed):
+    def encode_decode(x, y, noise):
         y = y if model.config.ycond else None
-        continuous = model.preprocess(x, _stateless_noise(tf.shape(x), seed, model.config.n_bins))
-        eps = model.encode(continuous, y)
+        eps = model.encode(model.preprocess(x, noise), y)
         flat = tf.concat([tf.reshape(e, [tf.shape(e)[0], -1]) for e in eps], axis=1)
         return flat, model.postprocess(model.decode(eps, y))
 
     zs, xs, ys = [], [], []
     for index, (x, y) in enumerate(datasets.test):
-        z, x_decoded = encode_decode(x, y, tf.constant([config.seed, _EVAL_SALT + index], tf.int64))
+        seed = tf.constant([config.seed, _EVAL_SALT + index], tf.int64)
+        z, x_decoded = encode_decode(x, y, _stateless_noise(tf.shape(x), seed, model.config.n_bins))
         zs.append(z.numpy())
         xs.append(x_decoded.numpy())
         ys.append(y.numpy())
