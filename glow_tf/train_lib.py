@@ -206,17 +206,17 @@ class JsonLinesLog:
     Args:
       path: the file.
       hps: the first line's dict (written only when the file starts).
-      key, resume_at: on resume (``resume_at`` not None) keep only the records with
-        ``record[key] <= resume_at`` (and drop a partial last line).
+      keep: on resume, a predicate on the old records: those it rejects (written after the
+        checkpoint resumed from) and a partial last line are dropped; None starts the file anew.
       enabled: False makes ``log`` a no-op (non-chief workers).
     """
 
-    def __init__(self, path, hps, key="n_processed", resume_at=None, enabled=True):
+    def __init__(self, path, hps, keep=None, enabled=True):
         self.path, self.enabled = path, enabled
         if not enabled:
             return
         lines = [json.dumps(hps)]
-        if resume_at is not None and os.path.exists(path):
+        if keep is not None and os.path.exists(path):
             with open(path) as f:
                 old = f.read().splitlines()
             lines = old[:1] or lines
@@ -225,7 +225,7 @@ class JsonLinesLog:
                     record = json.loads(line)
                 except json.JSONDecodeError:  # a line cut short: written after the checkpoint anyway
                     continue
-                if record.get(key, math.inf) <= resume_at:
+                if keep(record):
                     lines.append(line)
         _write_text_atomic(path, "".join(line + "\n" for line in lines))
 
@@ -544,14 +544,15 @@ class _Run:
         self.manager = tf.train.CheckpointManager(trainer.checkpoint, ckpt_dir, config.keep_checkpoints)
         self.best_manager = tf.train.CheckpointManager(trainer.checkpoint, best_dir, 1)
 
-        resume_at = trainer.n_processed() if resume_prefix else None
-        step_at = int(trainer.step.numpy()) if resume_prefix else None
-        self.train_log = JsonLinesLog(os.path.join(self.logdir, "train.txt"), self.hps, resume_at=resume_at,
-                                      enabled=self.chief)
-        self.test_log = JsonLinesLog(os.path.join(self.logdir, "test.txt"), self.hps, resume_at=resume_at,
-                                     enabled=self.chief)
-        self.step_log = JsonLinesLog(os.path.join(self.logdir, "train_steps.txt"), self.hps, key="step",
-                                     resume_at=step_at, enabled=self.chief and config.log_steps)
+        # On resume, keep the records written up to the checkpoint: epoch records of that step
+        # were written before it, step records of that step after it.
+        n_processed, step = trainer.n_processed(), int(trainer.step.numpy())
+        by_images = (lambda record: record.get("n_processed", math.inf) <= n_processed) if resume_prefix else None
+        by_step = (lambda record: record.get("step", math.inf) < step) if resume_prefix else None
+        self.train_log = JsonLinesLog(os.path.join(self.logdir, "train.txt"), self.hps, by_images, self.chief)
+        self.test_log = JsonLinesLog(os.path.join(self.logdir, "test.txt"), self.hps, by_images, self.chief)
+        self.step_log = JsonLinesLog(os.path.join(self.logdir, "train_steps.txt"), self.hps, by_step,
+                                     self.chief and config.log_steps)
         self.writer = (tf.summary.create_file_writer(os.path.join(self.logdir, "tensorboard")) if self.chief
                        else tf.summary.create_noop_writer())
         self._print(origin)
