@@ -561,6 +561,7 @@ class _Run:
                     f"{self.plan.image_size}; {self.plan.train_its} steps per epoch; data: {self.datasets.info.source}")
         self.last_test_step = self.last_sample_step = self.last_save_step = (
             int(trainer.step.numpy()) if resume_prefix else -1)
+        self.last_sample_epoch = None
 
     def _print(self, *args):
         if self.chief:
@@ -690,7 +691,7 @@ class _Run:
         return results, msg
 
     def _samples(self, epoch, step):
-        self.last_sample_step = step
+        self.last_sample_step, self.last_sample_epoch = step, epoch
         if not self.chief:
             return
         grids = self.trainer.sample_grids()
@@ -716,6 +717,9 @@ class _Run:
         self._save(step)
         self.writer.flush()
         self._print(f"Finished at step {step} (epoch {epoch}): checkpoint {self.manager.latest_checkpoint}")
+        if self.last_sample_epoch is not None:
+            self._print(f"Sample grids: {self.logdir}/epoch_{self.last_sample_epoch}_sample_{{0..7}}.png "
+                        f"(temperatures {', '.join(map(str, DEFAULT_TEMPERATURES))})")
         if self.chief and self.config.export:
             from glow_tf import export  # imports the serving code only when used
             path = export.export_saved_model(self.manager.latest_checkpoint, os.path.join(self.logdir, "saved_model"),
