@@ -14,6 +14,7 @@ model and the EMA from it.
 """
 import json
 import os
+import tempfile
 
 import tensorflow as tf
 from absl import logging
@@ -28,13 +29,25 @@ BEST_DIR = "model_best_loss"
 EMA_KEY = "ema"
 
 
+def write_atomic(path, write):
+    """``write(binary file)`` into a temp file beside ``path``, renamed to ``path`` when done.
+
+    Readers (and a resumed run) never see a half-written file, even if the process is killed.
+    """
+    handle, staging = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-",
+                                       dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        with os.fdopen(handle, "wb") as f:
+            write(f)
+        os.replace(staging, path)
+    finally:
+        if os.path.exists(staging):
+            os.remove(staging)
+
+
 def write_json_atomic(path, value):
-    """Writes ``value`` as JSON to ``path`` through a temporary file and a rename."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    """Writes ``value`` as indented JSON to ``path`` (see ``write_atomic``)."""
+    write_atomic(path, lambda f: f.write((json.dumps(value, indent=2, sort_keys=True) + "\n").encode()))
 
 
 def read_run_config(logdir):

@@ -28,14 +28,11 @@ The loop is the original train.py's, on tf.distribute with XLA:
 * The end (epochs done, ``max_steps`` or ``max_time``): a checkpoint, a test pass and sample
   grids (unless this step already had them), and the SavedModel export.
 
-Logs: ``train.txt`` / ``test.txt`` are the original's JSON lines (first line the hps; records
-with epoch, n_processed, n_images, [train_time,] loss, bits_x, bits_y, pred_loss formatted as
-the original, "%.4f" strings). Records are appended with one ``write`` each (a killed process
-leaves no partial line) and the files are rewritten through a temp file and a rename on resume.
+Logs (``train_logs``): ``train.txt`` / ``test.txt`` as the original's, ``train_steps.txt``
+with ``--log_steps``, TensorBoard summaries in ``tensorboard/``.
 """
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -45,15 +42,14 @@ import time
 import numpy as np
 import tensorflow as tf
 from absl import logging
-from tensorflow.core.framework import summary_pb2
 from tqdm import tqdm
 
 from glow_tf import checkpoints, data, optim, sampling
+from glow_tf.train_logs import STATS, JsonLinesLog, format_results, summary_image, summary_scalar
 from glow_tf.config import GlowConfig
 from glow_tf.model import DEFAULT_TEMPERATURES, Glow
 from glow_tf.train_config import TrainConfig, validate
 
-STATS = ("loss", "bits_x", "bits_y", "pred_loss")
 TEST_LOSS_BEST_START = 999999.0  # the original's test_loss_best
 # Salts of the stateless seeds (config.seed, salt + i) of init, test and inference noise.
 _INIT_SALT, _EVAL_SALT = 1, 2 ** 20
@@ -182,77 +178,6 @@ def _stateless_noise(shape, seed, n_bins):
     return tf.random.stateless_uniform(shape, seed, 0.0, 1.0 / n_bins)
 
 
-# ---------------------------------------------------------------------------------- logs
-def _plugin_metadata(plugin):
-    return summary_pb2.SummaryMetadata(
-        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name=plugin)).SerializeToString()
-
-
-def summary_scalar(tag, value, step):
-    """A TensorBoard scalar, written with core TensorFlow (the tensorboard package is not needed)."""
-    tf.summary.write(tag, tf.constant(value, tf.float32), step=step, metadata=_plugin_metadata("scalars"))
-
-
-def summary_image(tag, image, step):
-    """A TensorBoard image (uint8 [H, W, 3]) in the images plugin's format: [width, height, png]."""
-    height, width = image.shape[:2]
-    tensor = tf.stack([tf.constant(str(width)), tf.constant(str(height)), tf.io.encode_png(image)])
-    tf.summary.write(tag, tensor, step=step, metadata=_plugin_metadata("images"))
-
-
-class JsonLinesLog:
-    """The original's ResultLogger (first line: the hps), resumable.
-
-    Args:
-      path: the file.
-      hps: the first line's dict (written only when the file starts).
-      keep: on resume, a predicate on the old records: those it rejects (written after the
-        checkpoint resumed from) and a partial last line are dropped; None starts the file anew.
-      enabled: False makes ``log`` a no-op (non-chief workers).
-    """
-
-    def __init__(self, path, hps, keep=None, enabled=True):
-        self.path, self.enabled = path, enabled
-        if not enabled:
-            return
-        lines = [json.dumps(hps)]
-        if keep is not None and os.path.exists(path):
-            with open(path) as f:
-                old = f.read().splitlines()
-            lines = old[:1] or lines
-            for line in old[1:]:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:  # a line cut short: written after the checkpoint anyway
-                    continue
-                if keep(record):
-                    lines.append(line)
-        _write_text_atomic(path, "".join(line + "\n" for line in lines))
-
-    def log(self, *records):
-        """Appends each record as one JSON line, all in one write."""
-        if self.enabled and records:
-            text = "".join(json.dumps(r) + "\n" for r in records).encode()
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
-            try:
-                os.write(fd, text)
-            finally:
-                os.close(fd)
-
-
-def _write_text_atomic(path, text):
-    handle, staging = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-",
-                                       dir=os.path.dirname(os.path.abspath(path)))
-    with os.fdopen(handle, "w") as f:
-        f.write(text)
-    os.replace(staging, path)
-
-
-def format_results(values):
-    """The original's process_results: {stat: '%.4f' string}."""
-    return {name: "{:.4f}".format(float(v)) for name, v in zip(STATS, values)}
-
-
 def should_test(epoch, config):
     """The original runs a test pass when epoch % epochs_full_valid == 0."""
     return epoch % config.epochs_full_valid == 0
@@ -326,8 +251,7 @@ class Trainer:
     def restore_weights(self, path):
         """--restore_path: weights (and averages, optimizer slots) of another run or an original checkpoint.
 
-        Call before ``build_state`` for an original checkpoint, after it for a glow_tf one.
-        Returns a description.
+        Builds the state (``build_state``) around them; returns a description.
         """
         logdir, prefix = checkpoints.resolve(path)
         if _is_object_checkpoint(prefix):
@@ -791,8 +715,6 @@ def infer(config: TrainConfig) -> str:
         ys.append(y.numpy())
     os.makedirs(config.logdir, exist_ok=True)
     path = os.path.join(os.path.abspath(config.logdir), "latents.npz")
-    handle, staging = tempfile.mkstemp(prefix=".latents.npz.tmp-", dir=os.path.dirname(path))
-    with os.fdopen(handle, "wb") as f:
-        np.savez(f, z=np.concatenate(zs), y=np.concatenate(ys).astype(np.int32), x=np.concatenate(xs))
-    os.replace(staging, path)
+    checkpoints.write_atomic(path, lambda f: np.savez(f, z=np.concatenate(zs), y=np.concatenate(ys).astype(np.int32),
+                                                      x=np.concatenate(xs)))
     return path
