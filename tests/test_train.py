@@ -238,3 +238,25 @@ def test_data_is_what_make_data_describes():
     assert plan.train_its == 8 and plan.beta2 == pytest.approx(1 - 1 / 8)  # ceil(n_train / n_batch_train)
     assert datasets.init_batch[0].shape[0] == plan.local_batch_init == 128
     assert isinstance(datasets, data.Datasets)
+
+
+def test_restore_path_accepts_an_original_openai_checkpoint(golden_dir, tmp_path):
+    from glow_tf import openai
+    golden = os.path.join(golden_dir, "additive_shuffle_8bit")  # 16x16, 3 levels, depth 2, width 8, shuffle
+    config = tiny_digits(tmp_path, n_levels=3, depth=2, width=8, flow_permutation=1, restore_path=golden)
+    datasets, plan = train_lib.make_data(config)
+    trainer = train_lib.Trainer(config, tf.distribute.get_strategy(), datasets, plan,
+                                config.glow_config(16, 3, datasets.info.n_y))
+    assert "original OpenAI checkpoint" in trainer.restore_weights(golden)
+    original = openai.load_checkpoint(golden, os.path.join(golden, "hparams.json"))
+    averages = openai.load_checkpoint(golden, os.path.join(golden, "hparams.json"), use_ema=True)
+    for ours, theirs in zip(trainer.model.variables, original.variables):
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy(), err_msg=ours.name)
+    for shadow, theirs in zip(trainer.ema.shadows, averages.trainable_variables):
+        np.testing.assert_array_equal(shadow.numpy(), theirs.numpy())
+    stats, ok = trainer.train_chunk(tf.constant(2))  # and it trains on
+    assert ok.numpy().all() and bool(trainer.model.initialized.numpy())
+    with pytest.raises(ValueError, match="shape mismatch|missing"):
+        wrong = tiny_digits(tmp_path, n_levels=3, depth=2, width=16, flow_permutation=1)
+        train_lib.Trainer(wrong, tf.distribute.get_strategy(), datasets, plan,
+                          wrong.glow_config(16, 3, datasets.info.n_y)).restore_weights(golden)
