@@ -14,7 +14,7 @@ import contextlib
 
 import tensorflow as tf
 
-from glow_tf.layers.base import FlowLayer, batch_constant
+from glow_tf.layers.base import FlowLayer, batch_constant, read
 
 LOGSCALE_FACTOR = 3.0
 _ddi_state = {"active": False}
@@ -35,6 +35,11 @@ def data_dependent_init():
         _ddi_state["active"] = previous
 
 
+def initializing():
+    """True inside ``data_dependent_init()``, where every ActNorm initialises from its input."""
+    return _ddi_state["active"]
+
+
 class ActNorm(FlowLayer):
     """Per-channel ``(x + b) * exp(logs)`` on [N, H, W, C] inputs.
 
@@ -53,7 +58,7 @@ class ActNorm(FlowLayer):
 
     @property
     def logs(self):
-        return self.scaled_logs * LOGSCALE_FACTOR
+        return read(self.scaled_logs) * LOGSCALE_FACTOR
 
     def _initialize_from(self, x):
         mean = tf.reduce_mean(x, axis=[0, 1, 2], keepdims=True)
@@ -67,11 +72,11 @@ class ActNorm(FlowLayer):
         return batch_constant(tf.reduce_sum(self.logs) * height_times_width, x)
 
     def forward(self, x, cond=None):
-        if _ddi_state["active"]:
+        if initializing():
             self._initialize_from(x)
-        z = (x + self.bias) * tf.exp(self.logs)
+        z = (x + read(self.bias)) * tf.exp(self.logs)
         return z, self._log_det(x)
 
     def inverse(self, z, cond=None):
-        x = z * tf.exp(-self.logs) - self.bias
+        x = z * tf.exp(-self.logs) - read(self.bias)
         return x, -self._log_det(z)

@@ -9,13 +9,40 @@ no hidden state between calls:
 Log-determinants have shape [N] (one per example). ``cond`` is an optional per-example
 conditioning tensor that conditional layers may use; the Glow layers here ignore it.
 """
+import contextlib
+
 import tf_keras as keras
 import tensorflow as tf
+
+# variable.ref() -> the tensor read in its place; see ``parameters_as``.
+_stand_ins = {}
 
 
 def batch_constant(value, like):
     """Broadcasts a scalar log-det term to shape [N], N = the batch size of ``like``."""
     return tf.broadcast_to(tf.cast(value, like.dtype), tf.shape(like)[:1])
+
+
+def read(variable):
+    """A layer's variable, or the tensor standing in for it inside ``parameters_as``.
+
+    Flow layers read their variables through this, so that one layer object can run with the
+    parameters of another of the same structure: a level runs its flow steps in one
+    ``tf.while_loop`` with step 0 as the template and step i's parameters gathered from stacks.
+    """
+    return _stand_ins.get(variable.ref(), variable)
+
+
+@contextlib.contextmanager
+def parameters_as(variables, values):
+    """Within the context, every ``read(variables[k])`` returns ``values[k]`` (at trace time)."""
+    stand_ins = {v.ref(): t for v, t in zip(variables, values)}
+    _stand_ins.update(stand_ins)
+    try:
+        yield
+    finally:
+        for ref in stand_ins:
+            _stand_ins.pop(ref, None)
 
 
 class FlowLayer(keras.layers.Layer):

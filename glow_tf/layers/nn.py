@@ -5,21 +5,75 @@ coupling network, the split prior, the top prior and the classifier.
 "Edge bias": before a SAME convolution the original pads the input with zeros and appends one
 channel that is 1 on the padded border and 0 inside, so the network can tell the border from
 real zeros. The kernel therefore has C + 1 input channels. The border channel is the same for
-every example, so its contribution is a constant [1, H, W, width] map; it is computed once per
-call from a [1, H+2, W+2, 1] mask instead of concatenating a channel to the whole batch.
+every example, so its contribution is a constant [1, H, W, width] map: a matmul of the fixed
+border pattern with the kernel's last input channel, instead of a channel concatenated to the
+whole batch.
+
+Convolutions have their gradients written out (``conv2d_same``) because XLA on CPU runs the
+weight gradient of a convolution as a naive loop nest inside ``tf.while_loop`` bodies (the
+memory-saving mode loops over flow steps), and as transposes plus a convolution elsewhere.
 """
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
 from glow_tf.layers.actnorm import LOGSCALE_FACTOR, ActNorm
+from glow_tf.layers.base import read
+
+
+def _border_taps(height, width, kernel_h, kernel_w):
+    """[H*W, kh*kw]: 1 where tap (i, j) of the kernel at output pixel (h, w) is on the padding."""
+    pad_h, pad_w = kernel_h // 2, kernel_w // 2
+    mask = np.pad(np.zeros([height, width]), [[pad_h, pad_h], [pad_w, pad_w]], constant_values=1.0)
+    return np.stack([mask[i:i + height, j:j + width].reshape(-1)
+                     for i in range(kernel_h) for j in range(kernel_w)], axis=1)
 
 
 def _edge_term(kernel_edge, height, width):
-    """Contribution of the border channel: conv of the padding mask with its kernel slice."""
-    pad_h, pad_w = kernel_edge.shape[0] // 2, kernel_edge.shape[1] // 2
-    inside = tf.zeros([1, height, width, 1], kernel_edge.dtype)
-    mask = tf.pad(inside, [[0, 0], [pad_h, pad_h], [pad_w, pad_w], [0, 0]], constant_values=1.0)
-    return tf.nn.conv2d(mask, kernel_edge, 1, "VALID")  # [1, H, W, width]
+    """Contribution of the border channel: the padding pattern times its kernel slice."""
+    kernel_h, kernel_w, _, n_out = kernel_edge.shape
+    taps = tf.constant(_border_taps(height, width, kernel_h, kernel_w), kernel_edge.dtype)
+    edge = tf.matmul(taps, tf.reshape(kernel_edge, [kernel_h * kernel_w, n_out]))  # [H*W, width]
+    return tf.reshape(edge, [1, height, width, n_out])
+
+
+def _neighbourhoods(x, kernel_h, kernel_w, flip=False):
+    """[N, H, W, C] -> [N, H, W, kh*kw*C]: every pixel's zero-padded kh x kw neighbourhood,
+    tap-major (tap (i, j) = x[h + i - kh//2, w + j - kw//2]; with ``flip`` x[h - i + kh//2, ...])."""
+    pad_h, pad_w = kernel_h // 2, kernel_w // 2
+    height, width = x.shape[1], x.shape[2]
+    padded = tf.pad(x, [[0, 0], [pad_h, pad_h], [pad_w, pad_w], [0, 0]])
+    taps = [(2 * pad_h - i, 2 * pad_w - j) if flip else (i, j) for i in range(kernel_h) for j in range(kernel_w)]
+    return tf.concat([padded[:, i:i + height, j:j + width, :] for i, j in taps], axis=3)
+
+
+@tf.autograph.experimental.do_not_convert
+@tf.custom_gradient
+def conv2d_same(x, kernel):
+    """``tf.nn.conv2d(x, kernel, 1, "SAME")`` for odd kernels, with hand-written gradients.
+
+    The input gradient is the SAME convolution of the output gradient with the flipped,
+    transposed kernel. The kernel gradient is one matmul over all pixels: of the input's
+    neighbourhoods with the output gradient, or of the input with the output gradient's
+    (flipped) neighbourhoods, whichever has fewer channels.
+    """
+    kernel_h, kernel_w, n_in, n_out = kernel.shape
+
+    def grad(grad_out):
+        flipped = tf.transpose(kernel[::-1, ::-1], [0, 1, 3, 2])  # [kh, kw, n_out, n_in]
+        grad_x = tf.nn.conv2d(grad_out, flipped, 1, "SAME")
+        if n_in <= n_out:
+            patches = tf.reshape(_neighbourhoods(x, kernel_h, kernel_w), [-1, kernel_h * kernel_w * n_in])
+            grad_kernel = tf.matmul(patches, tf.reshape(grad_out, [-1, n_out]), transpose_a=True)
+            grad_kernel = tf.reshape(grad_kernel, kernel.shape)
+        else:
+            patches = tf.reshape(_neighbourhoods(grad_out, kernel_h, kernel_w, flip=True),
+                                 [-1, kernel_h * kernel_w * n_out])
+            grad_kernel = tf.matmul(tf.reshape(x, [-1, n_in]), patches, transpose_a=True)  # [n_in, kh*kw*n_out]
+            grad_kernel = tf.transpose(tf.reshape(grad_kernel, [n_in, kernel_h, kernel_w, n_out]), [1, 2, 0, 3])
+        return grad_x, grad_kernel
+
+    return tf.nn.conv2d(x, kernel, 1, "SAME"), grad
 
 
 def pointwise(x, matrix):
@@ -42,8 +96,7 @@ def edge_bias_conv2d(x, kernel):
     if kernel.shape[0] == 1 and kernel.shape[1] == 1:
         return pointwise(x, kernel[0, 0])
     n_in = kernel.shape[2] - 1
-    out = tf.nn.conv2d(x, kernel[:, :, :n_in], 1, "SAME")
-    return out + _edge_term(kernel[:, :, n_in:], tf.shape(x)[1], tf.shape(x)[2])
+    return conv2d_same(x, kernel[:, :, :n_in]) + _edge_term(kernel[:, :, n_in:], x.shape[1], x.shape[2])
 
 
 def _kernel_shape(n_in, n_out, kernel_size):
@@ -62,7 +115,7 @@ class ConvActNorm(keras.layers.Layer):
         self.actnorm = ActNorm(n_out, name="actnorm")
 
     def call(self, x):
-        return self.actnorm.forward(edge_bias_conv2d(x, self.kernel))[0]
+        return self.actnorm.forward(edge_bias_conv2d(x, read(self.kernel)))[0]
 
 
 class ZeroConv2D(keras.layers.Layer):
@@ -76,13 +129,13 @@ class ZeroConv2D(keras.layers.Layer):
         self.scaled_logs = self.add_weight("logs", shape=[1, n_out], initializer="zeros")
 
     def output_scale(self):
-        return tf.exp(self.scaled_logs * LOGSCALE_FACTOR)  # [1, n_out]
+        return tf.exp(read(self.scaled_logs) * LOGSCALE_FACTOR)  # [1, n_out]
 
     def call(self, x):
         # (conv(x, W) + b) * s == conv(x, W * s) + b * s: scaling the small kernel instead of
         # the output saves a pass over the activations, forward and backward.
         scale = self.output_scale()
-        return edge_bias_conv2d(x, self.kernel * scale) + self.bias * scale
+        return edge_bias_conv2d(x, read(self.kernel) * scale) + read(self.bias) * scale
 
     def on_zeros(self, height, width):
         """The output for an all-zero input, [1, H, W, n_out]: only bias and border remain."""

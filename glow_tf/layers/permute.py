@@ -13,7 +13,7 @@ import numpy as np
 import scipy.linalg
 import tensorflow as tf
 
-from glow_tf.layers.base import FlowLayer, batch_constant
+from glow_tf.layers.base import FlowLayer, batch_constant, read
 from glow_tf.layers.nn import pointwise
 
 
@@ -66,10 +66,10 @@ class Shuffle(FlowLayer):
             initializer=tf.constant_initializer(np.argsort(permutation).astype(np.int32)))
 
     def forward(self, x, cond=None):
-        return tf.gather(x, self.indices, axis=3), batch_constant(0.0, x)
+        return tf.gather(x, read(self.indices), axis=3), batch_constant(0.0, x)
 
     def inverse(self, z, cond=None):
-        return tf.gather(z, self.indices_inverse, axis=3), batch_constant(0.0, z)
+        return tf.gather(z, read(self.indices_inverse), axis=3), batch_constant(0.0, z)
 
 
 class InvertibleConv1x1(FlowLayer):
@@ -92,14 +92,14 @@ class InvertibleConv1x1(FlowLayer):
         Computed as logdet(W^T W) / 2 through a Cholesky factorisation: XLA compiles that (and
         its gradient W^{-T}), while determinant and LU ops have no XLA kernel on CPU.
         """
-        w = tf.cast(self.kernel, tf.float64)
+        w = tf.cast(read(self.kernel), tf.float64)
         return tf.cast(0.5 * tf.linalg.logdet(tf.matmul(w, w, transpose_a=True)), tf.float32)
 
     def forward(self, x, cond=None):
-        return pointwise(x, self.kernel), batch_constant(self.log_abs_det() * _pixels(x), x)
+        return pointwise(x, read(self.kernel)), batch_constant(self.log_abs_det() * _pixels(x), x)
 
     def inverse(self, z, cond=None):
-        w_inverse = tf.cast(tf.linalg.inv(tf.cast(self.kernel, tf.float64)), tf.float32)
+        w_inverse = tf.cast(tf.linalg.inv(tf.cast(read(self.kernel), tf.float64)), tf.float32)
         return pointwise(z, w_inverse), batch_constant(-self.log_abs_det() * _pixels(z), z)
 
 
@@ -130,7 +130,7 @@ class InvertibleConv1x1LU(FlowLayer):
         self._lower_mask = np.tril(np.ones([n_channels, n_channels]), -1)
 
     def _factors(self):
-        f64 = lambda v: tf.cast(v, tf.float64)  # noqa: E731
+        f64 = lambda v: tf.cast(read(v), tf.float64)  # noqa: E731
         eye = tf.eye(self.n_channels, dtype=tf.float64)
         lower = f64(self.lower) * self._lower_mask + eye
         upper = f64(self.upper) * self._lower_mask.T + tf.linalg.diag(f64(self.sign_s) * tf.exp(f64(self.log_s)))
@@ -141,7 +141,7 @@ class InvertibleConv1x1LU(FlowLayer):
         return tf.cast(p @ lower @ upper, tf.float32)
 
     def forward(self, x, cond=None):
-        log_det = tf.reduce_sum(self.log_s) * _pixels(x)
+        log_det = tf.reduce_sum(read(self.log_s)) * _pixels(x)
         return pointwise(x, self.weight_matrix()), batch_constant(log_det, x)
 
     def inverse(self, z, cond=None):
@@ -150,7 +150,7 @@ class InvertibleConv1x1LU(FlowLayer):
         upper_inv = tf.linalg.triangular_solve(upper, eye, lower=False)
         lower_inv = tf.linalg.triangular_solve(lower, eye, lower=True)
         w_inverse = tf.cast(upper_inv @ lower_inv @ tf.transpose(p), tf.float32)
-        log_det = -tf.reduce_sum(self.log_s) * _pixels(z)
+        log_det = -tf.reduce_sum(read(self.log_s)) * _pixels(z)
         return pointwise(z, w_inverse), batch_constant(log_det, z)
 
 
