@@ -1,0 +1,88 @@
+"""Timing, machine peak, load and results.json helpers shared by the benchmark programs."""
+import json
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.json")
+
+
+def _wait(result):
+    for t in tf.nest.flatten(result):
+        if hasattr(t, "numpy"):
+            t.numpy()
+    return result
+
+
+def timed(fn, *args):
+    """(wall seconds, CPU seconds of this process) of fn(*args), waiting for the result."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    _wait(fn(*args))
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def compile_seconds(fn, *args):
+    """Wall time of the first call (tracing + XLA compilation + one run) minus a later run."""
+    first, _ = timed(fn, *args)
+    again, _ = timed(fn, *args)  # also the warm-up
+    return first - again
+
+
+def interleaved(fns, args, rounds, calls_per_round=1):
+    """Times every fn of ``fns`` ({name: fn}) in turn, ``rounds`` times, the order reversed every
+    other round so that a burst of load from other processes hits all of them alike.
+
+    Returns {name: {"wall": [seconds per call], "cpu": [...]}}.
+    """
+    times = {name: {"wall": [], "cpu": []} for name in fns}
+    names = list(fns)
+    for round_index in range(rounds):
+        for name in (names if round_index % 2 == 0 else names[::-1]):
+            for _ in range(calls_per_round):
+                wall, cpu = timed(fns[name], *args[name])
+                times[name]["wall"].append(wall)
+                times[name]["cpu"].append(cpu)
+    return times
+
+
+def summary(samples):
+    """Median and spread of a list of seconds."""
+    return {"median": float(np.median(samples)), "min": float(np.min(samples)),
+            "max": float(np.max(samples)), "n": len(samples)}
+
+
+def matmul_peak_gflops(size=2048, repeats=7):
+    """This machine's fp32 matmul rate: the best of ``repeats`` size x size matmuls under XLA."""
+    a = tf.random.stateless_normal([size, size], seed=[0, 0])
+    matmul = tf.function(lambda a: tf.matmul(a, a), jit_compile=True)
+    _wait(matmul(a))
+    best = min(timed(matmul, a)[0] for _ in range(repeats))
+    return 2.0 * size ** 3 / best / 1e9
+
+
+def load_average():
+    return [round(v, 2) for v in os.getloadavg()]
+
+
+def machine():
+    return {"cpus": os.cpu_count(), "tensorflow": tf.__version__,
+            "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads() or "default"}
+
+
+def update_results(section, values):
+    """Writes ``values`` under ``section`` of benchmarks/results.json, keeping other sections."""
+    results = {}
+    if os.path.exists(RESULTS):
+        with open(RESULTS) as f:
+            results = json.load(f)
+    results[section] = values
+    with open(RESULTS, "w") as f:
+        json.dump(results, f, indent=1, sort_keys=True)
+
+
+def print_table(headers, rows):
+    widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
+    for row in [headers, ["-" * w for w in widths]] + rows:
+        print("  ".join(str(x).rjust(w) for x, w in zip(row, widths)))
