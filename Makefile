@@ -26,7 +26,7 @@ demo: venv
 	$(PY) train.py --problem digits --logdir demo_out --n_levels 3 --depth 6 --width 48 \
 	  --flow_coupling 1 --n_bits_x 5 --ycond --learntop --anchor_size 16 --n_batch_train 64 \
 	  --n_train 1536 --lr 0.002 --epochs_warmup 1 --epochs_full_valid 10 --epochs_full_sample 10 \
-	  --gradient_checkpointing 0 --nojit_compile --steps_per_execution 8 --max_time 180
+	  --gradient_checkpointing 0 --nojit_compile --steps_per_execution 8 --max_time 150
 
 bench: venv
 	@echo "make bench: not yet (lands with the performance issue)"
