@@ -34,8 +34,9 @@ def write_atomic(path, write):
 
     Readers (and a resumed run) never see a half-written file, even if the process is killed.
     """
-    handle, staging = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-",
-                                       dir=os.path.dirname(os.path.abspath(path)))
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, staging = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=directory)
     try:
         with os.fdopen(handle, "wb") as f:
             write(f)

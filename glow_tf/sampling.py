@@ -26,12 +26,13 @@ TensorFlow) or is restored from a glow_tf checkpoint (its signatures are built i
 import hashlib
 import json
 import os
-import tempfile
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 from PIL import Image, UnidentifiedImageError
+
+from glow_tf.checkpoints import write_atomic
 
 # The original's sampling temperatures (train.py draw_samples): one grid row each.
 SWEEP_TEMPERATURES = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -253,7 +254,7 @@ def cached_class_means(served: ServedGlow, cache_path, key: dict, compute):
                 return cached["means"], cached["counts"]
         logging.info("%s was made for another model or data set; recomputing", cache_path)
     means, counts = compute()
-    _write_atomically(cache_path, lambda f: np.savez(f, key=key, means=means, counts=counts))
+    write_atomic(cache_path, lambda f: np.savez(f, key=key, means=means, counts=counts))
     return means, counts
 
 
@@ -315,19 +316,5 @@ def save_grid(images, path):
     else:
         cols = int(np.ceil(np.sqrt(len(images))))  # the original's default width
     raster = to_raster(images, cols)
-    _write_atomically(path, lambda f: Image.fromarray(raster).save(f, format="PNG", optimize=True))
+    write_atomic(path, lambda f: Image.fromarray(raster).save(f, format="PNG", optimize=True))
     return raster.shape
-
-
-def _write_atomically(path, write):
-    """write(file object) into a temp file beside ``path``, then rename it to ``path``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, staging = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as f:
-            write(f)
-        os.replace(staging, path)
-    finally:
-        if os.path.exists(staging):
-            os.remove(staging)
