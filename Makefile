@@ -28,8 +28,13 @@ demo: venv
 	  --n_train 1536 --lr 0.002 --epochs_warmup 1 --epochs_full_valid 10 --epochs_full_sample 10 \
 	  --gradient_checkpointing 0 --nojit_compile --steps_per_execution 8 --max_time 150
 
+# Benchmarks (programs, not tests): glow_tf vs tfp.bijectors.Glow and the memory-saving mode;
+# each writes its section of benchmarks/results.json, then the plot benchmarks/throughput.png.
 bench: venv
-	@echo "make bench: not yet (lands with the performance issue)"
+	$(PY) benchmarks/bench_train.py
+	$(PY) benchmarks/bench_sample.py
+	$(PY) benchmarks/bench_memory.py
+	$(PY) benchmarks/plot.py
 
 clean:
 	rm -rf $(VENV) demo_out
