@@ -192,6 +192,29 @@ def test_conv_actnorm_kernel_init_is_normal_0_05_with_edge_channel():
     assert ConvActNorm(16, 8, (1, 1)).kernel.shape == (1, 1, 16, 8)  # 1x1: no border channel
 
 
+@pytest.mark.parametrize("kernel_size", [(3, 3), (1, 1)])
+def test_conv_actnorm_equals_conv_then_actnorm_with_gradients(kernel_size):
+    """The actnorm folded into the kernel gives the original's conv -> actnorm, and its gradients."""
+    rng = np.random.RandomState(2)
+    x = tf.constant(rng.standard_normal((3, 6, 5, 4)).astype(np.float32))
+    conv = ConvActNorm(4, 8, kernel_size)
+    conv.actnorm.bias.assign(rng.standard_normal((1, 1, 1, 8)).astype(np.float32))
+    conv.actnorm.scaled_logs.assign(0.3 * rng.standard_normal((1, 1, 1, 8)).astype(np.float32))
+    upstream = tf.constant(rng.standard_normal((3, 6, 5, 8)).astype(np.float32))
+    variables = [conv.kernel, conv.actnorm.bias, conv.actnorm.scaled_logs]
+
+    def value_and_grads(fn):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = fn(x)
+        return [out] + tape.gradient(out, [x] + variables, output_gradients=upstream)
+
+    folded = value_and_grads(conv)
+    unfolded = value_and_grads(lambda x: conv.actnorm.forward(edge_bias_conv2d(x, conv.kernel))[0])
+    for got, want in zip(folded, unfolded):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
 def test_zero_layers_start_at_zero_and_scale_by_exp_3_logs():
     x = _x((2, 4, 4, 3)).numpy()
     conv = ZeroConv2D(3, 6)

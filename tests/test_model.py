@@ -12,6 +12,7 @@ import glow_tf
 from conftest import build_model, continuous_batch, jacobian_log_det, random_images, random_labels, tiny_config
 from glow_tf import reversible
 from glow_tf.layers import ActNorm
+from glow_tf.layers.nn import ConvActNorm
 
 PERMUTATIONS = [0, 1, 2, 3]
 COUPLINGS = [0, 1]
@@ -269,14 +270,20 @@ def test_initialize_normalises_every_actnorm_output(monkeypatch):
     assert bool(model.initialized.numpy())
 
     outputs = []
-    original = ActNorm.forward
+    flow_actnorm, conv_actnorm = ActNorm.forward, ConvActNorm.call
 
-    def recording(self, inputs, cond=None):
-        z, log_det = original(self, inputs, cond)
+    def recording_flow(self, inputs, cond=None):
+        z, log_det = flow_actnorm(self, inputs, cond)
         outputs.append(z.numpy())
         return z, log_det
 
-    monkeypatch.setattr(ActNorm, "forward", recording)
+    def recording_conv(self, inputs):
+        z = conv_actnorm(self, inputs)  # the actnorm is folded into the conv after init
+        outputs.append(z.numpy())
+        return z
+
+    monkeypatch.setattr(ActNorm, "forward", recording_flow)
+    monkeypatch.setattr(ConvActNorm, "call", recording_conv)
     model.log_prob(model.preprocess(x, noise), y)
     # One per flow step and two per coupling network.
     assert len(outputs) == config.n_levels * config.depth * 3

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from glow_tf.layers.actnorm import LOGSCALE_FACTOR, ActNorm
+from glow_tf.layers.actnorm import LOGSCALE_FACTOR, ActNorm, initializing
 from glow_tf.layers.base import read
 
 
@@ -115,7 +115,12 @@ class ConvActNorm(keras.layers.Layer):
         self.actnorm = ActNorm(n_out, name="actnorm")
 
     def call(self, x):
-        return self.actnorm.forward(edge_bias_conv2d(x, read(self.kernel)))[0]
+        if initializing():  # the actnorm initialises from the conv's own output
+            return self.actnorm.forward(edge_bias_conv2d(x, read(self.kernel)))[0]
+        # (conv(x, W) + b) * s == conv(x, W * s) + b * s: the per-channel scale goes into the
+        # small kernel, which saves the reduction over every pixel for its gradient.
+        scale = tf.exp(self.actnorm.logs)  # [1, 1, 1, n_out]
+        return edge_bias_conv2d(x, read(self.kernel) * scale[0]) + read(self.actnorm.bias) * scale
 
 
 class ZeroConv2D(keras.layers.Layer):
