@@ -42,6 +42,11 @@ def polyak_decay(train_its, polyak_epochs):
     return 1.0 - 1.0 / (train_its * polyak_epochs)
 
 
+def _if_ok(ok, new, old):
+    """``new`` where the step is ok, else ``old``; no op at all when ``ok`` is Python's True."""
+    return new if ok is True else tf.where(ok, new, old)
+
+
 def _update(variable, fn, *args):
     """fn(variable, *args) on every copy of ``variable`` (cross-replica context)."""
     return tf.distribute.get_strategy().extended.update(variable, fn, args=args, group=False)
@@ -101,26 +106,30 @@ class AdamFamily(tf.Module):
                              f"gradients, got {len(variables)} and {len(grads)}")
         if self.needs_grad_squares and grad_squares is None:
             raise ValueError(f"{type(self).__name__}.apply: expected grad_squares (the replicas' mean of g**2)")
+        # The bias correction depends on t only, the same on every replica: computed once, not
+        # once per variable (a model has ~40 variables per flow step; the graph and the host
+        # memory XLA keeps for it grow with its op count).
+        t = self.t.read_value()
+        correction = tf.sqrt(1.0 - tf.pow(self.beta2, t)) / (1.0 - tf.pow(self.beta1, t))
         for i, (w, g) in enumerate(zip(variables, grads)):
             g_squared = grad_squares[i] if grad_squares is not None else None
-            _update(w, self._update_one, g, g_squared, lr, ok, i)
-        _update(self.t, lambda t, ok: t.assign_add(tf.where(ok, 1.0, 0.0)), ok)
+            _update(w, self._update_one, g, g_squared, lr, correction, ok, i)
+        _update(self.t, lambda t, ok: t.assign_add(_if_ok(ok, 1.0, 0.0)), ok)
 
-    def _update_one(self, w, g, g_squared, lr, ok, i):
-        # On one copy of w (one device): self.t and the slots read as that device's copies.
-        t = self.t.read_value()
-        alpha = tf.cast(lr, tf.float32) * tf.sqrt(1.0 - tf.pow(self.beta2, t)) / (1.0 - tf.pow(self.beta1, t))
+    def _update_one(self, w, g, g_squared, lr, correction, ok, i):
+        # On one copy of w (one device): the slots read as that device's copies.
+        alpha = tf.cast(lr, tf.float32) * correction
         if self.beta1 > 0:
             m1 = self.m1[i]
             m1_new = self.beta1 * m1 + (1.0 - self.beta1) * g
-            m1.assign(tf.where(ok, m1_new, m1))
+            m1.assign(_if_ok(ok, m1_new, m1))
         else:
             m1_new = g
         m2 = self.m2[i]
         m2_new = self.second_moment(m2, g, g_squared)
         w_new = self.weight_decay * w - alpha * (m1_new / (self.denominator(m2_new) + self.epsilon))
-        m2.assign(tf.where(ok, m2_new, m2))
-        w.assign(tf.where(ok, w_new, w))
+        m2.assign(_if_ok(ok, m2_new, m2))
+        w.assign(_if_ok(ok, w_new, w))
 
 
 class Adamax(AdamFamily):
@@ -184,7 +193,7 @@ class PolyakAverage(tf.Module):
         self._check(variables)
 
         def update_one(shadow, w, ok):
-            shadow.assign(tf.where(ok, shadow - (1.0 - self.decay) * (shadow - w), shadow))
+            shadow.assign(_if_ok(ok, shadow - (1.0 - self.decay) * (shadow - w), shadow))
 
         for shadow, w in zip(self.shadows, variables):
             _update(shadow, update_one, w, ok)

@@ -45,8 +45,8 @@ def _random(rng, n_steps):
 
 
 @pytest.mark.parametrize("name", optim.OPTIMIZERS)
-@pytest.mark.parametrize("beta1,weight_decay", [(0.9, 1.0), (0.0, 0.999)])
-def test_updates_match_the_original_formulas(name, beta1, weight_decay):
+@pytest.mark.parametrize("beta1,weight_decay,ok", [(0.9, 1.0, True), (0.0, 0.999, True), (0.9, 1.0, tf.constant(True))])
+def test_updates_match_the_original_formulas(name, beta1, weight_decay, ok):
     rng = np.random.RandomState(0)
     n_steps, beta2 = 6, optim.polyak_decay(train_its=10, polyak_epochs=1)
     weights, grads, squares = _random(rng, n_steps)
@@ -54,7 +54,7 @@ def test_updates_match_the_original_formulas(name, beta1, weight_decay):
     variables = [tf.Variable(w) for w in weights]
     opt = optim.make_optimizer(name, variables, beta2=beta2, beta1=beta1, weight_decay=weight_decay)
     for step in range(n_steps):
-        opt.apply(variables, [tf.constant(g) for g in grads[step]], lrs[step],
+        opt.apply(variables, [tf.constant(g) for g in grads[step]], lrs[step], ok=ok,
                   grad_squares=[tf.constant(s) for s in squares[step]] if opt.needs_grad_squares else None)
     expected = original_updates(name, weights, grads, lrs, beta1, beta2, weight_decay,
                                 grad_squares_per_step=squares)
