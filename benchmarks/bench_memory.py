@@ -17,8 +17,8 @@ Two memory figures per configuration, because they answer different questions:
   depth 32) and the host-side metadata of the traced and compiled step that TF and XLA keep for
   the process's lifetime (the traced graph and its function library with a Python stack trace
   per op, the tf2xla graph, the HLO module and the executable). That metadata grows with the
-  number of TF ops in the step, i.e. with the number of variables (~60 ops each, mostly the
-  per-variable optimizer and Polyak updates of glow_tf.optim), so it grows with depth in both
+  number of TF ops in the step, i.e. with the number of variables (about 38 ops each in the
+  memory-saving mode, mostly the per-variable Adamax and Polyak updates), so it grows with depth in both
   modes even when the step's own memory does not.
 
 The stages leading to the baseline are reported too (RSS after imports, after model build and

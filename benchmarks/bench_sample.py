@@ -7,7 +7,7 @@ compiled with ``tf.function(jit_compile=True)``; the models are those of workloa
 initialised, both equally untrained). Timings interleave the two implementations; figures
 are medians over ``--rounds`` x ``--calls`` calls; compile time is reported separately.
 
-    python benchmarks/bench_sample.py [--batches 16 64] [--rounds 5] [--calls 3]
+    python benchmarks/bench_sample.py [--batches 16 32 64] [--rounds 5] [--calls 3]
 """
 import argparse
 import os
@@ -52,7 +52,7 @@ def bench_batch(batch, rounds, calls):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batches", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--batches", type=int, nargs="+", default=[16, 32, 64])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--calls", type=int, default=3)
     args = parser.parse_args()

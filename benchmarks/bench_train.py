@@ -10,7 +10,7 @@ GFLOP/s counts the convolutions analytically (workloads.conv_flops_per_image; fo
 backward = 3 x forward) and is compared with this machine's fp32 matmul rate measured in the
 same run (best 2048 x 2048 matmul under XLA, before and after the timings).
 
-    python benchmarks/bench_train.py [--batches 16 64] [--rounds 5] [--calls 2]
+    python benchmarks/bench_train.py [--batches 16 32 64] [--rounds 5] [--calls 2]
 """
 import argparse
 import os
@@ -43,7 +43,7 @@ def bench_batch(batch, rounds, calls):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batches", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--batches", type=int, nargs="+", default=[16, 32, 64])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--calls", type=int, default=2, help="steps of each implementation per round")
     args = parser.parse_args()

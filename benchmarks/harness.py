@@ -6,6 +6,8 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from glow_tf import checkpoints
+
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.json")
 
 
@@ -78,8 +80,7 @@ def update_results(section, values):
         with open(RESULTS) as f:
             results = json.load(f)
     results[section] = values
-    with open(RESULTS, "w") as f:
-        json.dump(results, f, indent=1, sort_keys=True)
+    checkpoints.write_json_atomic(RESULTS, results)
 
 
 def print_table(headers, rows):
