@@ -1,5 +1,6 @@
 """glow_tf.checkpoints: the run layout and restore_model (the exporter's and sample.py's entry)."""
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -67,8 +68,19 @@ def test_bad_paths_are_clear_errors(tmp_path, run):
     with pytest.raises(ValueError, match="config.json"):
         checkpoints.read_run_config(str(tmp_path))
     logdir, prefix, _, _ = run
-    (tmp_path / "copy").mkdir()
-    for name in os.listdir(os.path.dirname(prefix)):  # a checkpoint dir whose parent has no config.json
-        (tmp_path / "copy" / name).write_bytes(open(os.path.join(os.path.dirname(prefix), name), "rb").read())
+    shutil.copytree(os.path.dirname(prefix), tmp_path / "copy")  # a checkpoint dir without config.json beside it
     with pytest.raises(ValueError, match="config.json"):
         checkpoints.restore_model(str(tmp_path / "copy"))
+
+
+def test_atomic_writes_get_the_permissions_of_a_plain_open(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        checkpoints.write_json_atomic(str(tmp_path / "sub" / "config.json"), {"a": 1})
+        with open(tmp_path / "plain.json", "w") as f:
+            f.write("{}")
+    finally:
+        os.umask(umask)
+    mode = os.stat(tmp_path / "sub" / "config.json").st_mode & 0o777
+    assert mode == os.stat(tmp_path / "plain.json").st_mode & 0o777 == 0o644
+    assert os.listdir(tmp_path / "sub") == ["config.json"]  # no staging file left behind
