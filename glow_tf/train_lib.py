@@ -263,7 +263,7 @@ class Trainer:
             partial.restore(prefix).expect_partial()
             return f"glow_tf checkpoint {prefix} (weights, Polyak average, optimizer slots)"
         from glow_tf import openai  # the original's name-based checkpoints
-        hparams = {**self.glow_config.to_dict(), "gradient_checkpointing": int(self.glow_config.gradient_checkpointing)}
+        hparams = self.glow_config.to_dict()
         raw = openai.load_checkpoint(prefix, hparams)
         averaged = openai.load_checkpoint(prefix, hparams, use_ema=True) if _has_openai_ema(prefix) else raw
         for target, source in zip(self.model.variables, raw.variables):
@@ -288,7 +288,7 @@ class Trainer:
         """lr * min(1, n_processed / (n_train * epochs_warmup)), n_processed before this step."""
         if self.config.epochs_warmup == 0:
             return tf.constant(self.config.lr, tf.float32)
-        n_processed = tf.cast(step * self.config.n_batch_train * self.plan.n_replicas, tf.float64)
+        n_processed = tf.cast(self.n_processed(step), tf.float64)
         warmup = float(self.plan.n_train * self.config.epochs_warmup)
         return tf.cast(self.config.lr * tf.minimum(tf.constant(1.0, tf.float64), n_processed / warmup), tf.float32)
 
@@ -303,8 +303,7 @@ class Trainer:
         with tf.GradientTape() as tape:
             terms = self.model.loss_terms(x, y, noise)
             loss = tf.reduce_mean(terms["loss"]) * loss_scale
-        grads = tape.gradient(loss, self.variables)
-        grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, self.variables)]
+        grads = tape.gradient(loss, self.variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         stats = tf.stack([loss] + [tf.reduce_mean(terms[name]) for name in STATS[1:]])
         return stats, grads
 
@@ -579,7 +578,7 @@ class _Run:
         """The original's end-of-epoch: train log, test, best checkpoint, samples, then a checkpoint."""
         trainer, plan = self.trainer, self.plan
         ok_steps = int(trainer.epoch_ok_steps.numpy())
-        train_results = trainer.epoch_sums.numpy() / max(ok_steps, 1) if ok_steps else np.full(len(STATS), np.nan)
+        train_results = trainer.epoch_sums.numpy() / ok_steps if ok_steps else np.full(len(STATS), np.nan)
         trainer.epoch_sums.assign(tf.zeros_like(trainer.epoch_sums))
         trainer.epoch_ok_steps.assign(0)
         self.train_log.log(dict(epoch=epoch, n_processed=trainer.n_processed(step), n_images=trainer.n_images(step),
@@ -642,7 +641,7 @@ class _Run:
         self.writer.flush()
         self._print(f"Finished at step {step} (epoch {epoch}): checkpoint {self.manager.latest_checkpoint}")
         if self.last_sample_epoch is not None:
-            self._print(f"Sample grids: {self.logdir}/epoch_{self.last_sample_epoch}_sample_{{0..7}}.png "
+            self._print(f"Sample grids: {self.logdir}/epoch_{self.last_sample_epoch}_sample_{{0..{len(DEFAULT_TEMPERATURES) - 1}}}.png "
                         f"(temperatures {', '.join(map(str, DEFAULT_TEMPERATURES))})")
         if self.chief and self.config.export:
             from glow_tf import export  # imports the serving code only when used
@@ -713,7 +712,6 @@ def infer(config: TrainConfig) -> str:
         zs.append(z.numpy())
         xs.append(x_decoded.numpy())
         ys.append(y.numpy())
-    os.makedirs(config.logdir, exist_ok=True)
     path = os.path.join(os.path.abspath(config.logdir), "latents.npz")
     checkpoints.write_atomic(path, lambda f: np.savez(f, z=np.concatenate(zs), y=np.concatenate(ys).astype(np.int32),
                                                       x=np.concatenate(xs)))

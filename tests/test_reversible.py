@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import build_model, random_images, tiny_config
+from conftest import build_model, perturb, random_images, tiny_config
 from glow_tf import reversible
 from glow_tf.layers import FlowChain, data_dependent_init
 from glow_tf.model import FlowStep
@@ -31,9 +31,7 @@ def _level(flow, depth=3, channels=8, width=16, seed=0):
     x = _inputs(channels, seed)
     with data_dependent_init():
         chain.forward(x)
-    rng = np.random.RandomState(seed)
-    for v in chain.trainable_variables:
-        v.assign_add((0.05 * rng.standard_normal(v.shape.as_list())).astype(np.float32))
+    perturb(chain.trainable_variables, 0.05, seed)
     return chain
 
 

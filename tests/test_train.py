@@ -256,7 +256,8 @@ def test_restore_path_accepts_an_original_openai_checkpoint(golden_dir, tmp_path
         np.testing.assert_array_equal(shadow.numpy(), theirs.numpy())
     stats, ok = trainer.train_chunk(tf.constant(2))  # and it trains on
     assert ok.numpy().all() and bool(trainer.model.initialized.numpy())
+    wrong = tiny_digits(tmp_path, n_levels=3, depth=2, width=16, flow_permutation=1)
+    wrong_trainer = train_lib.Trainer(wrong, tf.distribute.get_strategy(), datasets, plan,
+                                      wrong.glow_config(16, 3, datasets.info.n_y))
     with pytest.raises(ValueError, match="shape mismatch|missing"):
-        wrong = tiny_digits(tmp_path, n_levels=3, depth=2, width=16, flow_permutation=1)
-        train_lib.Trainer(wrong, tf.distribute.get_strategy(), datasets, plan,
-                          wrong.glow_config(16, 3, datasets.info.n_y)).restore_weights(golden)
+        wrong_trainer.restore_weights(golden)
