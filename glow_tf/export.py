@@ -239,20 +239,9 @@ def export_saved_model(model, path, use_ema=True, overwrite=False, seed=0) -> st
         model = checkpoints.restore_model(model, use_ema=use_ema)
     module, signatures = serving_module(model, seed=seed)
     path = os.path.abspath(os.fspath(path))
-    with _atomic_directory(path, overwrite) as staging, _quiet_tensorflow_logger():
+    with _atomic_directory(path, overwrite) as staging:
         tf.saved_model.save(module, staging, signatures=signatures)
     return path
-
-
-@contextlib.contextmanager
-def _quiet_tensorflow_logger():
-    """Hides the INFO lines (absl logging) tf.saved_model.save writes about every captured variable."""
-    verbosity = absl_logging.get_verbosity()
-    absl_logging.set_verbosity(min(verbosity, absl_logging.WARNING))  # absl: lower is quieter
-    try:
-        yield
-    finally:
-        absl_logging.set_verbosity(verbosity)
 
 
 def _define_flags():
@@ -276,6 +265,8 @@ def _main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     FLAGS = flags.FLAGS
+    if not FLAGS["verbosity"].present:  # tf.saved_model.save's INFO line about every variable
+        absl_logging.set_verbosity(absl_logging.WARNING)
     if (FLAGS.checkpoint is None) == (FLAGS.openai_checkpoint is None):
         raise app.UsageError("expected exactly one of --checkpoint and --openai_checkpoint")
     if FLAGS.openai_checkpoint is not None and FLAGS.hparams is None:

@@ -316,5 +316,10 @@ def save_grid(images, path):
     else:
         cols = int(np.ceil(np.sqrt(len(images))))  # the original's default width
     raster = to_raster(images, cols)
-    write_atomic(path, lambda f: Image.fromarray(raster).save(f, format="PNG", optimize=True))
+    save_raster(raster, path)
     return raster.shape
+
+
+def save_raster(raster, path):
+    """Writes a uint8 image [H, W, C] (e.g. from ``to_raster``) as a PNG."""
+    write_atomic(path, lambda f: Image.fromarray(raster).save(f, format="PNG", optimize=True))

@@ -619,9 +619,9 @@ class _Run:
             return
         grids = self.trainer.sample_grids()
         for index, (temperature, grid) in enumerate(grids):
-            sampling.save_grid(grid, os.path.join(self.logdir, f"epoch_{epoch}_sample_{index}.png"))
+            raster = sampling.to_raster(grid.reshape((-1,) + grid.shape[2:]), grid.shape[1])  # grid [rows, cols, H, W, C]
+            sampling.save_raster(raster, os.path.join(self.logdir, f"epoch_{epoch}_sample_{index}.png"))
             with self.writer.as_default():
-                raster = sampling.to_raster(grid.reshape((-1,) + grid.shape[2:]), grid.shape[1])
                 summary_image(f"samples/temperature_{temperature}", raster, step)
 
     def _save(self, step):

@@ -12,6 +12,7 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import glow_tf  # noqa: E402
+from glow_tf import checkpoints  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOLDEN_DIR = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "golden"))
@@ -98,3 +99,16 @@ def _seeded():
     tf.random.set_seed(seed)
     np.random.seed(seed)
     yield
+
+
+def write_run(model, logdir, ema=None, step=7):
+    """A training run's layout: config.json and a CheckpointManager checkpoint."""
+    os.makedirs(logdir, exist_ok=True)
+    checkpoints.write_json_atomic(os.path.join(logdir, checkpoints.CONFIG_FILE),
+                                  {"model": model.config.to_dict(), "train": {"seed": 0}})
+    objects = {"model": model, "step": tf.Variable(step, dtype=tf.int64)}
+    if ema is not None:
+        objects[checkpoints.EMA_KEY] = ema
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(**objects),
+                                         os.path.join(logdir, checkpoints.CHECKPOINTS_DIR), 2)
+    return manager.save(checkpoint_number=step)

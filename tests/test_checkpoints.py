@@ -6,21 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import build_model, perturb, random_images, tiny_config
+from conftest import build_model, perturb, random_images, tiny_config, write_run
 from glow_tf import checkpoints, optim
-
-
-def write_run(model, logdir, ema=None, step=7):
-    """A training run's layout: config.json and a CheckpointManager checkpoint."""
-    os.makedirs(logdir, exist_ok=True)
-    checkpoints.write_json_atomic(os.path.join(logdir, checkpoints.CONFIG_FILE),
-                                  {"model": model.config.to_dict(), "train": {"seed": 0}})
-    objects = {"model": model, "step": tf.Variable(step, dtype=tf.int64)}
-    if ema is not None:
-        objects[checkpoints.EMA_KEY] = ema
-    manager = tf.train.CheckpointManager(tf.train.Checkpoint(**objects),
-                                         os.path.join(logdir, checkpoints.CHECKPOINTS_DIR), 2)
-    return manager.save(checkpoint_number=step)
 
 
 @pytest.fixture(scope="module")

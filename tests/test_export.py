@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO_ROOT, build_model, perturb, random_images, random_labels, tiny_config
-from glow_tf import checkpoints, export, optim
+from conftest import REPO_ROOT, build_model, perturb, random_images, random_labels, tiny_config, write_run
+from glow_tf import export, optim
 
 SEED = 7
 BATCHES = (1, 37)
@@ -69,15 +69,6 @@ def exported(tmp_path_factory):
         model = build_model(config, perturb_scale=0.03)
         result[name] = model, export.export_saved_model(model, root / name, seed=SEED)
     return result
-
-
-def write_training_run(model, logdir, ema=None):
-    """The layout of a glow_tf training --logdir: config.json and checkpoints/ (model, ema)."""
-    os.makedirs(logdir)
-    checkpoints.write_json_atomic(os.path.join(logdir, "config.json"), {"model": model.config.to_dict(), "train": {}})
-    objects = {"model": model, **({"ema": ema} if ema is not None else {})}
-    manager = tf.train.CheckpointManager(tf.train.Checkpoint(**objects), os.path.join(logdir, "checkpoints"), 1)
-    return manager.save()
 
 
 def _live_inputs(model, n):
@@ -262,7 +253,7 @@ def test_export_of_a_training_run_uses_the_polyak_average_when_asked(tmp_path):
     perturb(model.trainable_variables, 0.03, seed=1)  # the raw weights move on
     raw = model.log_prob(x, y).numpy()
     assert np.abs(raw - averaged).max() > 1e-2
-    write_training_run(model, tmp_path / "run", ema)
+    write_run(model, str(tmp_path / "run"), ema)
 
     loaded = tf.saved_model.load(export.export_saved_model(tmp_path / "run", tmp_path / "model", use_ema=True))
     np.testing.assert_allclose(loaded.log_prob(x, y), averaged, rtol=1e-5)

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO_ROOT, build_model, random_images, tiny_config
+from conftest import REPO_ROOT, build_model, random_images, tiny_config, write_run
 from glow_tf import export, sampling
-from test_export import write_training_run
 
 SAMPLE_PY = os.path.join(REPO_ROOT, "sample.py")
 # 8x8 RGB, 8 bits: reconstructions must give back the input pixels themselves.
@@ -103,7 +102,7 @@ def test_bad_image_paths_give_clear_errors(saved_model, tmp_path):
 
 
 def test_checkpoint_directory_as_model(tmp_path):
-    write_training_run(build_model(UNCOND, perturb_scale=0.03), tmp_path / "run")
+    write_run(build_model(UNCOND, perturb_scale=0.03), str(tmp_path / "run"))
     out = tmp_path / "t05.png"
     result = _run_sample_py("--model", str(tmp_path / "run" / "checkpoints"), "--temperature", "0.5", "--n", "4",
                             "--out", str(out), cwd=tmp_path)
