@@ -7,6 +7,10 @@
 
 The flags are the original's (same names and defaults) plus glow_tf's; they are defined,
 documented and validated in glow_tf/train_config.py; the loops live in glow_tf/train_lib.py.
+As with the original's argparse, a flag of the original may be abbreviated to any prefix that
+is unambiguous (`--n_level 3` is `--n_levels 3`, `--learn` is `--learntop`); a prefix that could
+also mean another flag (glow_tf's or absl's) is an error naming them, and glow_tf's own flags
+are spelled out in full.
 """
 import dataclasses
 import os
@@ -36,6 +40,21 @@ def _define_flags(flag_values=flags.FLAGS):
             flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
 
 
+def expand_argv(argv, flag_values=flags.FLAGS):
+    """argv with the original's argparse abbreviations written out (ValueError if ambiguous)."""
+    defined = {name: flag_values[name].boolean for name in flag_values}
+    return train_config.expand_original_abbreviations(argv, defined)
+
+
+def _parse_flags(argv):
+    """app.run's flags parser: absl's, after the abbreviations are written out."""
+    try:
+        argv = expand_argv(argv)
+    except ValueError as e:
+        raise SystemExit(f"train.py: error: {e}") from None
+    return app.parse_flags_with_usage(argv)
+
+
 def config_from_flags(flag_values=flags.FLAGS) -> train_config.TrainConfig:
     return train_config.TrainConfig(**{f.name: flag_values[f.name].value
                                        for f in dataclasses.fields(train_config.TrainConfig)})
@@ -60,4 +79,4 @@ def main(argv):
 
 if __name__ == "__main__":
     _define_flags()
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)

@@ -7,9 +7,15 @@ rejects bad values and invalid combinations with a ValueError saying what was ex
 Batch sizes follow the original: ``n_batch_train`` and ``n_batch_init`` are per replica (the
 original's per-Horovod-rank) at the ``anchor_size`` resolution, so a replica trains on
 ``n_batch_train * anchor_size**2 // image_size**2`` images per step, and an epoch is
-``ceil(n_train / (n_batch_train * replicas))`` steps whatever the resolution.
+``ceil(n_train / (n_batch_train * replicas))`` steps whatever the resolution. The test batch
+follows the original's table of local training batches unless ``n_batch_test`` is given
+(``TrainConfig.local_batch_test``).
+
+The original parsed its flags with argparse, which accepts any unambiguous prefix of a flag
+(its README writes ``--n_level``); ``expand_original_abbreviations`` gives train.py the same.
 """
 import dataclasses
+import itertools
 import math
 
 from glow_tf.config import FLOW_COUPLINGS, FLOW_PERMUTATIONS, GlowConfig
@@ -17,6 +23,19 @@ from glow_tf.data.config import PROBLEMS
 from glow_tf.optim import OPTIMIZERS
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+
+# The original train.py's argparse flags, in its order: the only ones that may be abbreviated.
+ORIGINAL_FLAGS = (
+    "verbose", "restore_path", "inference", "logdir", "problem", "category", "data_dir", "dal", "fmap",
+    "pmap", "n_train", "n_test", "n_batch_train", "n_batch_test", "n_batch_init", "optimizer", "lr",
+    "beta1", "polyak_epochs", "weight_decay", "epochs", "epochs_warmup", "epochs_full_valid",
+    "gradient_checkpointing", "image_size", "anchor_size", "width", "depth", "weight_y", "n_bits_x",
+    "n_levels", "n_sample", "epochs_full_sample", "learntop", "ycond", "seed", "flow_permutation",
+    "flow_coupling")
+
+# The original's test batch per local training batch (its train.py: "round down to closest
+# divisor of 50"); it ignored --n_batch_test.
+ORIGINAL_BATCH_TEST = {64: 50, 32: 25, 16: 10, 8: 5, 4: 2, 2: 2, 1: 1}
 
 
 def _field(default, help_text, choices=None):
@@ -44,8 +63,11 @@ class TrainConfig:
     # Dataset hyper-parameters.
     problem: str = _field("cifar10", "Data set.", PROBLEMS)
     category: str = _field("", "LSUN category (appended to --data_dir, as the original).")
-    data_dir: str = _field("", "Location of the data: MNIST idx files, the original's tfrecords, a tfds "
-                           "data dir, or an image folder (--problem folder). '' = tfds' default.")
+    data_dir: str = _field("", "Location of the data: MNIST idx files or Keras' mnist.npz (mnist), Keras' "
+                           "cifar-10-batches-py/ or cifar-10-python.tar.gz (cifar10), the original's "
+                           "tfrecords, a tfds data dir, or an image folder (--problem folder). '': for "
+                           "mnist and cifar10 the Keras cache where the original's keras.datasets put "
+                           "them ($KERAS_HOME/datasets, ~/.keras/datasets), else tfds' default.")
     dal: int = _field(1, "Data augmentation level: 0 none, 1 standard (random shift), 2 extra (cifar10: "
                       "also flip, rotation, zoom, shear).", (0, 1, 2))
     fmap: int = _field(1, "Files read in parallel.")
@@ -56,8 +78,10 @@ class TrainConfig:
                           "train split.")
     n_test: int = _field(-1, "Held-out images evaluated per test pass; -1: the problem's default.")
     n_batch_train: int = _field(64, "Training batch per replica at the anchor resolution.")
-    n_batch_test: int = _field(50, "Test batch per replica (the original derived it from a table of "
-                               "local batch sizes and ignored this flag).")
+    n_batch_test: int = _field(-1, "Test batch per replica; -1: the original's rule, which ignored this "
+                               "flag: the local training batch B (at image_size) gives "
+                               f"{ORIGINAL_BATCH_TEST}[B], and a B not in that table the entry of the "
+                               "largest key <= B (e.g. 48 -> 25).")
     n_batch_init: int = _field(256, "Batch for data-dependent init at the anchor resolution.")
     optimizer: str = _field("adamax", "Optimizer of the original's optim.py.", OPTIMIZERS)
     lr: float = _field(0.001, "Base learning rate (linear warm-up over --epochs_warmup).")
@@ -141,6 +165,18 @@ class TrainConfig:
                           learntop=self.learntop, ycond=self.ycond, n_y=n_y, weight_y=self.weight_y,
                           gradient_checkpointing=bool(self.gradient_checkpointing))
 
+    def local_batch_test(self, local_batch_train: int) -> int:
+        """The test batch per replica: ``n_batch_test``, or when it is -1 the original's rule.
+
+        The original sized the test batch from the local training batch (``local_batch_train``,
+        at image_size, >= 1), so that a 256x256 run with local batch 1 tests one image at a
+        time, not 50; ``ORIGINAL_BATCH_TEST`` is its table, and a local batch between its keys
+        takes the entry of the largest key below it.
+        """
+        if self.n_batch_test != -1:
+            return self.n_batch_test
+        return ORIGINAL_BATCH_TEST[max(key for key in ORIGINAL_BATCH_TEST if key <= local_batch_train)]
+
 
 def help_text(name) -> str:
     """The help of field ``name``, with its choices."""
@@ -159,11 +195,11 @@ def validate(config: TrainConfig):
         choices = field.metadata["choices"]
         if choices is not None:
             expect(getattr(config, field.name) in choices, field.name, f"one of {list(choices)}")
-    for name in ("n_batch_train", "n_batch_test", "n_batch_init", "anchor_size", "width", "depth",
+    for name in ("n_batch_train", "n_batch_init", "anchor_size", "width", "depth",
                  "n_levels", "n_sample", "epochs_full_valid", "epochs_full_sample", "steps_per_execution",
                  "keep_checkpoints", "max_nonfinite", "fmap"):
         expect(getattr(config, name) >= 1, name, "an int >= 1")
-    for name in ("n_train", "n_test", "image_size"):
+    for name in ("n_train", "n_test", "n_batch_test", "image_size"):
         expect(getattr(config, name) == -1 or getattr(config, name) >= 1, name, "-1 or an int >= 1")
     expect(config.pmap == -1 or config.pmap >= 1, "pmap", "-1 or an int >= 1")
     expect(config.epochs >= 2, "epochs", "an int >= 2 (the original trains epochs 1 .. epochs - 1)")
@@ -187,3 +223,57 @@ def validate(config: TrainConfig):
     expect(not config.cpu_replicas or config.strategy == "mirrored", "cpu_replicas",
            "0 unless --strategy mirrored")
     expect(config.logdir != "", "logdir", "a directory")
+
+
+def expand_original_abbreviations(argv, defined):
+    """argv with argparse's abbreviations of the original's flags written out, for absl.
+
+    The original parsed its flags with argparse, which takes any unambiguous prefix of a flag
+    name (its README writes ``--n_level 3`` for ``--n_levels 3``); absl takes exact names only.
+    So train.py rewrites its command line first:
+      * ``--PREFIX`` or ``--PREFIX=VALUE``, where PREFIX is no flag absl knows but starts exactly
+        one of the original's flags (``ORIGINAL_FLAGS``) and no other flag, becomes that flag;
+        the original's store_true booleans keep their style (``--learn`` is ``--learntop``);
+      * a PREFIX that starts several of the original's flags (argparse's "ambiguous option"), or
+        one of them and a flag the original did not have (glow_tf's, absl's: ``--de`` is
+        ``--depth`` to argparse, but also starts ``--deterministic``), is a ValueError naming
+        every candidate, so that an abbreviation never silently picks one of them;
+      * glow_tf's own flags are never abbreviated; exact names, absl's ``--noNAME``, flag values,
+        single-dash flags, everything after ``--`` and the contents of a ``--flagfile`` are
+        left as they are (absl reports unknown flags).
+
+    Args:
+      argv: the command line, program name first.
+      defined: every flag name absl knows -> whether it is a boolean (takes no separate value).
+    """
+    expanded, args = list(argv[:1]), iter(argv[1:])
+    for arg in args:
+        if arg == "--":
+            return expanded + [arg, *args]
+        if not arg.startswith("-") or arg == "-":
+            expanded.append(arg)
+            continue
+        dashes = "--" if arg.startswith("--") else "-"
+        name, equals, value = arg[len(dashes):].partition("=")
+        if dashes == "--" and not _is_defined(name, defined):
+            name = _original_flag(name, defined)
+        expanded.append(dashes + name + equals + value)
+        if not equals and not defined.get(name, True):  # "--name value": the value is next
+            expanded.extend(itertools.islice(args, 1))
+    return expanded
+
+
+def _is_defined(name, defined) -> bool:
+    return name in defined or (name.startswith("no") and defined.get(name[2:], False))
+
+
+def _original_flag(prefix, defined) -> str:
+    """The original's flag that ``prefix`` abbreviates; ``prefix`` if it starts none of them."""
+    original = [name for name in ORIGINAL_FLAGS if name.startswith(prefix)]
+    if not original:
+        return prefix
+    others = sorted(name for name in defined if name.startswith(prefix) and name not in ORIGINAL_FLAGS)
+    if len(original) + len(others) > 1:
+        raise ValueError(f"--{prefix} is ambiguous: it could be "
+                         f"{', '.join('--' + name for name in original + others)}; spell the flag out")
+    return original[0]

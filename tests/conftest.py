@@ -2,6 +2,8 @@
 
 Keras 2 (tf_keras) must be selected before TensorFlow is first imported.
 """
+import importlib.util
+import json
 import os
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
@@ -112,3 +114,18 @@ def write_run(model, logdir, ema=None, step=7):
     manager = tf.train.CheckpointManager(tf.train.Checkpoint(**objects),
                                          os.path.join(logdir, checkpoints.CHECKPOINTS_DIR), 2)
     return manager.save(checkpoint_number=step)
+
+
+def read_json_lines(path):
+    """(first line, the other lines) of a JSON-lines log such as train.txt (first line: hps)."""
+    with open(path) as f:
+        lines = f.read().splitlines()
+    return json.loads(lines[0]), [json.loads(line) for line in lines[1:]]
+
+
+def load_train_py():
+    """train.py as a module (its flags are not defined until ``_define_flags`` is called)."""
+    spec = importlib.util.spec_from_file_location("train_entry", os.path.join(REPO_ROOT, "train.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

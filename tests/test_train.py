@@ -3,8 +3,6 @@
 In-process runs use tiny models with XLA off (tracing only); the distributed and the
 kill-and-resume runs are in tests/test_train_resume.py (subprocesses).
 """
-import importlib.util
-import json
 import os
 
 import numpy as np
@@ -13,8 +11,8 @@ import tensorflow as tf
 from absl import flags
 from PIL import Image
 
-from conftest import REPO_ROOT
-from glow_tf import checkpoints, data, train_lib
+from conftest import REPO_ROOT, load_train_py, read_json_lines
+from glow_tf import checkpoints, data, train_config, train_lib
 from glow_tf.train_config import TrainConfig, validate
 
 MNIST_DIR = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "data", "mnist"))
@@ -28,6 +26,9 @@ ORIGINAL_FLAGS = dict(
     epochs=1000000, epochs_warmup=10, epochs_full_valid=50, gradient_checkpointing=1, image_size=-1,
     anchor_size=32, width=512, depth=32, weight_y=0.0, n_bits_x=8, n_levels=3, n_sample=1,
     epochs_full_sample=50, learntop=False, ycond=False, seed=0, flow_permutation=2, flow_coupling=0)
+# Where glow_tf's default differs in value, not in meaning: the original ignored --n_batch_test
+# (default 50) and took the test batch from a table of local training batches; -1 says that.
+SAME_MEANING_DEFAULTS = dict(n_batch_test=-1)
 
 # A tiny model on the embedded digits (16x16): 4 steps of 16 images per epoch.
 TINY_DIGITS = dict(problem="digits", n_levels=2, depth=1, width=8, anchor_size=16, n_batch_train=16,
@@ -40,30 +41,19 @@ def tiny_digits(logdir, **changes):
     return TrainConfig(**{**TINY_DIGITS, "logdir": str(logdir), **changes})
 
 
-def read_json_lines(path):
-    with open(path) as f:
-        lines = f.read().splitlines()
-    return json.loads(lines[0]), [json.loads(line) for line in lines[1:]]
-
-
-def load_train_py():
-    spec = importlib.util.spec_from_file_location("train_entry", os.path.join(REPO_ROOT, "train.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 # ------------------------------------------------------------------------------- flags
 def test_flags_are_the_originals_with_their_defaults_and_documented():
     flag_values = flags.FlagValues()
     train_py = load_train_py()
     train_py._define_flags(flag_values)
     flag_values(["train.py"])
-    for name, default in ORIGINAL_FLAGS.items():
+    defaults = {**ORIGINAL_FLAGS, **SAME_MEANING_DEFAULTS}
+    for name, default in defaults.items():
         assert flag_values[name].value == default, name
         assert flag_values[name].help, name
     config = train_py.config_from_flags(flag_values)
-    assert config.to_dict().items() >= ORIGINAL_FLAGS.items()
+    assert config.to_dict().items() >= defaults.items()
+    assert train_config.ORIGINAL_FLAGS == tuple(ORIGINAL_FLAGS)  # the ones that may be abbreviated
     flag_values(["train.py", "--depth", "4", "--ycond", "--optimizer", "adam2", "--strategy", "mirrored"])
     config = train_py.config_from_flags(flag_values)
     assert (config.depth, config.ycond, config.optimizer, config.strategy) == (4, True, "adam2", "mirrored")
@@ -76,6 +66,7 @@ def test_flags_are_the_originals_with_their_defaults_and_documented():
     (dict(optimizer="sgd"), "--optimizer"), (dict(n_bits_x=9), "--n_bits_x"), (dict(dal=3), "--dal"),
     (dict(cpu_replicas=2), "--cpu_replicas"), (dict(weight_decay=0.0), "--weight_decay"),
     (dict(flow_permutation=4), "--flow_permutation"), (dict(max_time=-1.0), "--max_time"),
+    (dict(n_batch_test=0), "--n_batch_test"),
 ])
 def test_invalid_flags_are_clear_errors(changes, flag):
     with pytest.raises(ValueError, match=flag + ": expected"):
@@ -85,6 +76,17 @@ def test_invalid_flags_are_clear_errors(changes, flag):
 def test_a_batch_that_vanishes_at_the_anchor_resolution_is_an_error():
     with pytest.raises(ValueError, match="--n_batch_train: expected"):
         train_lib.make_data(TrainConfig(problem="digits", anchor_size=2, n_batch_train=1))
+
+
+def test_the_test_batch_follows_the_originals_rule_unless_given():
+    table = {64: 50, 32: 25, 16: 10, 8: 5, 4: 2, 2: 2, 1: 1}  # the original's local_batch_test
+    assert {batch: TrainConfig().local_batch_test(batch) for batch in table} == table
+    assert [TrainConfig().local_batch_test(batch) for batch in (3, 48, 100)] == [2, 25, 50]  # key <= batch
+    for n_batch_test, expected in ((-1, 25), (7, 7)):  # 8 * 32**2 // 16**2 = 32 images per step -> 25
+        datasets, plan = train_lib.make_data(TrainConfig(**{**TINY_DIGITS, "n_batch_train": 8, "anchor_size": 32,
+                                                            "n_batch_test": n_batch_test}))
+        assert plan.local_batch_test == expected
+        assert next(iter(datasets.test))[0].shape[0] == expected
 
 
 def test_the_originals_test_and_sample_schedule():

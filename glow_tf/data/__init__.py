@@ -6,8 +6,9 @@
 
 Modules: ``config`` (DataConfig, per-problem defaults), ``pipeline`` (make_datasets),
 ``sources`` (which source serves a problem) and one module per source: ``digits``, ``idx``
-(MNIST idx files), ``folder``, ``tfrecords`` (the original's), ``tfds_source``; ``images``
-and ``augment`` hold the pixel arithmetic. Each module's docstring states its rules.
+(MNIST idx files), ``keras_cache`` (the original's Keras-downloaded mnist and cifar10),
+``folder``, ``tfrecords`` (the original's), ``tfds_source``; ``images`` and ``augment`` hold
+the pixel arithmetic. Each module's docstring states its rules.
 """
 from glow_tf.data.config import PROBLEM_DEFAULTS, PROBLEMS, DataConfig
 from glow_tf.data.errors import DataError

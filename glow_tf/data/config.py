@@ -56,9 +56,10 @@ class DataConfig:
 
     Attributes:
       problem: one of ``PROBLEMS``.
-      data_dir: "" (tfds' default data dir, or $TFDS_DATA_DIR) or a folder holding: MNIST idx
-        files (mnist), the original's tfrecords (the five large problems), a tfds data dir, or
-        images (folder, where it is required).
+      data_dir: "" (mnist, cifar10: the Keras cache if it holds them; else tfds' default data
+        dir, or $TFDS_DATA_DIR) or a folder holding: MNIST idx files or Keras' mnist.npz
+        (mnist), Keras' CIFAR-10 batches (cifar10), the original's tfrecords (the five large
+        problems), a tfds data dir, or images (folder, where it is required). See ``sources``.
       category: LSUN category (lsun, lsun_realnvp); appended to ``data_dir`` as the original.
       image_size: output height = width; -1: the problem's default (``PROBLEM_DEFAULTS``).
       n_train: epoch size in images; -1: the train split's size (50000 where unknown).
