@@ -14,6 +14,7 @@ model and the EMA from it.
 """
 import json
 import os
+import re
 import tempfile
 
 import tensorflow as tf
@@ -89,6 +90,26 @@ def resolve(path):
                      f"before '.index'), got {path!r}, which does not exist")
 
 
+# A key of the per-step layout (before flow steps were stacked): model/levels/0/flow_layers/3/...
+_PER_STEP_KEY = re.compile(r"(^|/)levels/\d+/flow_layers/\d+/")
+
+
+def check_layout(prefix):
+    """Raises a ValueError, saying what to do, for a checkpoint of glow_tf's old per-step layout.
+
+    Since the flow steps of a level run as one loop (``layers.FlowScan``), each level stores
+    every parameter once, stacked over its steps; a checkpoint with one variable per step
+    would restore only the rest of the model, silently.
+    """
+    old = [name for name, _ in tf.train.list_variables(prefix) if _PER_STEP_KEY.search(name)]
+    if old:
+        raise ValueError(
+            f"{prefix}: this checkpoint has glow_tf's old per-step layout (one variable per flow step, e.g. "
+            f"{old[0]!r}); this glow_tf stacks each level's steps and cannot restore it. Either retrain, or "
+            "export it with the glow_tf that wrote it (commit 75a29d9: python -m glow_tf.export --checkpoint "
+            "LOGDIR --out DIR): a SavedModel does not depend on the layout and loads without glow_tf.")
+
+
 def has_ema(prefix):
     """Whether the checkpoint holds the Polyak averages."""
     return any(name.startswith(EMA_KEY + "/") for name, _ in tf.train.list_variables(prefix))
@@ -104,6 +125,7 @@ def restore_model(path, use_ema=True) -> Glow:
     Returns the model; ``model.ema_weights`` says whether it holds the averages.
     """
     logdir, prefix = resolve(path)
+    check_layout(prefix)
     config = GlowConfig.from_dict(read_run_config(logdir)["model"])
     model = Glow(config)
     ema = PolyakAverage(model.trainable_variables, decay=0.0)  # decay unused: restored, not updated

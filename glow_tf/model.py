@@ -20,9 +20,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from glow_tf import reversible
 from glow_tf.config import GlowConfig
-from glow_tf.layers import (ActNorm, FlowChain, LinearZeros, Split, TopPrior, data_dependent_init,
+from glow_tf.layers import (ActNorm, FlowChain, FlowScan, LinearZeros, Split, TopPrior, data_dependent_init,
                             make_coupling, make_permutation, squeeze2d, unsqueeze2d)
 
 # The original's sampling temperatures for sample grids (train.py draw_samples).
@@ -61,9 +60,10 @@ class Glow(keras.Model):
         level_shapes = config.level_shapes()
         self.levels = []
         for level, (_, _, channels) in enumerate(level_shapes):
-            steps = [FlowStep(channels, config, seed=1000 * level + step, name=f"step_{step}")
-                     for step in range(config.depth)]
-            self.levels.append(FlowChain(steps, name=f"level_{level}"))
+            def make_step(step, level=level, channels=channels):
+                return FlowStep(channels, config, seed=1000 * level + step, name="step")
+            self.levels.append(FlowScan(make_step, config.depth, memory_saving=config.gradient_checkpointing,
+                                        name=f"level_{level}"))
         self.splits = [Split(channels, name=f"pool{level}")
                        for level, (_, _, channels) in enumerate(level_shapes[:-1])]
         self.top_prior = TopPrior(level_shapes[-1], config.learntop, config.ycond, config.n_y, name="prior")
@@ -125,7 +125,7 @@ class Glow(keras.Model):
         log_det = tf.zeros(tf.shape(x)[:1], x.dtype)
         eps = []
         for level, flow in enumerate(self.levels):
-            z, level_log_det = reversible.forward(flow, z, self.config.gradient_checkpointing)
+            z, level_log_det = flow.forward(z)
             log_det += level_log_det
             if level < len(self.splits):
                 z, level_eps, split_log_det = self.splits[level].forward(z)

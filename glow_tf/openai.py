@@ -15,6 +15,7 @@ full list of missing, unmapped or mis-shaped variables. Optimiser slots (``Varia
 ignored; the Polyak averages (``<name>/ExponentialMovingAverage``) load with ``use_ema=True``.
 """
 import os
+from typing import NamedTuple, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -25,6 +26,28 @@ from glow_tf.layers import (ActNorm, AdditiveCoupling, AffineCoupling, ConvActNo
 from glow_tf.model import Glow
 
 EMA_SUFFIX = "/ExponentialMovingAverage"
+
+
+class Target(NamedTuple):
+    """Where an original variable lives in glow_tf: ``variable`` itself, or its row ``step``.
+
+    A flow step's variables live in its level's stacks (``layers.FlowScan``), one row per step.
+    """
+    variable: tf.Variable
+    step: Optional[int] = None
+
+    @property
+    def shape(self):
+        return self.variable.shape if self.step is None else self.variable.shape[1:]
+
+    @property
+    def trainable(self):
+        return self.variable.trainable
+
+    def value(self):
+        """The current value, as numpy."""
+        value = self.variable.numpy()
+        return value if self.step is None else value[self.step]
 
 
 def _layer_names(layer, prefix):
@@ -52,22 +75,26 @@ def _layer_names(layer, prefix):
 
 
 def openai_variable_names(model: Glow) -> dict:
-    """{original checkpoint name: glow_tf variable} for every variable of the model."""
+    """{original checkpoint name: ``Target``} for every variable of the model."""
     names = {}
-    for level, chain in enumerate(model.levels):
-        for step_index, step in enumerate(chain.flow_layers):
-            prefix = f"model/{level}/{step_index}"
-            names.update(_layer_names(step.actnorm, f"{prefix}/actnorm"))
-            names.update(_layer_names(step.permutation, f"{prefix}/{_permutation_scope(step.permutation)}"))
-            names.update(_layer_names(step.coupling, prefix))
+    for level, scan in enumerate(model.levels):
+        template = scan.template
+        step_names = {**_layer_names(template.actnorm, "actnorm"),
+                      **_layer_names(template.permutation, _permutation_scope(template.permutation)),
+                      **_layer_names(template.coupling, "")}
+        for step in range(scan.depth):
+            names.update({f"model/{level}/{step}/{name.lstrip('/')}": Target(scan.stack_of(v), step)
+                          for name, v in step_names.items()})
+    others = {}
     for level, split in enumerate(model.splits):
-        names.update(_layer_names(split.conv, f"model/pool{level}/conv"))
+        others.update(_layer_names(split.conv, f"model/pool{level}/conv"))
     if model.top_prior.learntop:
-        names.update(_layer_names(model.top_prior.p, "model/prior/p"))
+        others.update(_layer_names(model.top_prior.p, "model/prior/p"))
     if model.top_prior.ycond:
-        names.update(_layer_names(model.top_prior.y_emb, "model/prior/y_emb"))
+        others.update(_layer_names(model.top_prior.y_emb, "model/prior/y_emb"))
     if model.classifier is not None:
-        names.update(_layer_names(model.classifier, "model/classifier"))
+        others.update(_layer_names(model.classifier, "model/classifier"))
+    names.update({name: Target(v) for name, v in others.items()})
     return names
 
 
@@ -130,7 +157,14 @@ def load_checkpoint(ckpt_prefix, hparams, use_ema=False) -> Glow:
     if problems:
         raise ValueError(f"load_checkpoint({prefix!r}) with config {config}:\n  " + "\n  ".join(problems))
 
-    for name, variable in wanted.items():
-        variable.assign(np.asarray(reader.get_tensor(stored_key(name))).astype(variable.dtype.as_numpy_dtype))
+    values = {}  # variable ref -> its new value; a stack is filled row by row, then assigned once
+    for name, (variable, step) in wanted.items():
+        stored = np.asarray(reader.get_tensor(stored_key(name))).astype(variable.dtype.as_numpy_dtype)
+        if step is None:
+            values[variable.ref()] = stored
+        else:
+            values.setdefault(variable.ref(), np.zeros(variable.shape, stored.dtype))[step] = stored
+    for ref, value in values.items():
+        ref.deref().assign(value)
     model.initialized.assign(True)
     return model

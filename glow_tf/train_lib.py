@@ -142,13 +142,14 @@ def make_data(config: TrainConfig, n_replicas=1):
     image_size = data_config().resolved_image_size
     local_train = _anchor_batch(config, config.n_batch_train, image_size, "n_batch_train")
     local_init = _anchor_batch(config, config.n_batch_init, image_size, "n_batch_init")
+    local_test = config.local_batch_test(local_train)
     datasets = data.make_datasets(data_config(n_batch_train=local_train * n_replicas,
-                                              n_batch_test=config.n_batch_test * n_replicas,
+                                              n_batch_test=local_test * n_replicas,
                                               n_batch_init=local_init))
     info = datasets.info
     train_its = int(math.ceil(info.n_train / (config.n_batch_train * n_replicas)))
     plan = Plan(n_replicas=n_replicas, image_size=info.image_size, local_batch_train=local_train,
-                local_batch_test=config.n_batch_test, local_batch_init=local_init,
+                local_batch_test=local_test, local_batch_init=local_init,
                 global_batch_train=local_train * n_replicas, n_train=info.n_train, n_test=info.n_test,
                 n_y=info.n_y, train_its=train_its, beta2=optim.polyak_decay(train_its, config.polyak_epochs))
     return datasets, plan
@@ -255,6 +256,7 @@ class Trainer:
         """
         logdir, prefix = checkpoints.resolve(path)
         if _is_object_checkpoint(prefix):
+            checkpoints.check_layout(prefix)
             _check_same_model(checkpoints.read_run_config(logdir)["model"], self.glow_config,
                               f"--restore_path {path}")
             self.build_state()
@@ -452,6 +454,7 @@ class _Run:
         self.trainer = trainer = Trainer(config, self.strategy, self.datasets, self.plan, self.glow_config)
         if resume_prefix:
             self._check_resume()
+            checkpoints.check_layout(resume_prefix)
             trainer.build_state()
             trainer.checkpoint.restore(resume_prefix).assert_consumed()
             origin = f"Resuming from {resume_prefix}: step {int(trainer.step.numpy())}"

@@ -230,8 +230,8 @@ def test_memory_saving_gradients_equal_normal_gradients(monkeypatch):
         target.assign(source)
 
     calls = []
-    original = reversible._reversible_forward
-    monkeypatch.setattr(reversible, "_reversible_forward",
+    original = reversible.scan_forward
+    monkeypatch.setattr(reversible, "scan_forward",
                         lambda *a, **k: calls.append(1) or original(*a, **k))
 
     x = random_images(config, 4, seed=6)

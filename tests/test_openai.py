@@ -48,14 +48,18 @@ def test_golden_checkpoint_maps_every_model_variable(golden_dir, name):
     names = openai.openai_variable_names(model)
     listed = _listed_model_variables(folder)
     assert set(names) == set(listed)
-    # Every model variable (but the `initialized` flag) has an original name, once.
-    mapped = [v.ref() for v in names.values()]
+    # Every model variable (but the `initialized` flag) has an original name; every row of a
+    # level's stacks exactly one.
+    mapped = [(t.variable.ref(), t.step) for t in names.values()]
     assert len(set(mapped)) == len(mapped)
-    assert set(mapped) == {v.ref() for v in model.variables if v is not model.initialized}
+    assert {ref for ref, _ in mapped} == {v.ref() for v in model.variables if v is not model.initialized}
+    for scan in model.levels:
+        for stack in scan.stacks:
+            assert sorted(step for ref, step in mapped if ref == stack.ref()) == list(range(scan.depth))
     reader = tf.train.load_checkpoint(prefix)
-    for original_name, variable in names.items():
-        assert variable.shape.as_list() == listed[original_name], original_name
-        np.testing.assert_array_equal(variable.numpy(), reader.get_tensor(original_name), err_msg=original_name)
+    for original_name, target in names.items():
+        assert target.shape.as_list() == listed[original_name], original_name
+        np.testing.assert_array_equal(target.value(), reader.get_tensor(original_name), err_msg=original_name)
 
 
 @pytest.mark.parametrize("name, changes, fragments", [
@@ -84,7 +88,8 @@ def test_missing_prefix_and_directories(golden_dir, tmp_path):
         openai.load_checkpoint(str(tmp_path), hps)
     # A directory with a `checkpoint` file resolves to its latest checkpoint.
     model = openai.load_checkpoint(folder, hps)
-    np.testing.assert_array_equal(model.levels[0].flow_layers[0].actnorm.bias.numpy(),
+    bias = model.levels[0].stack_of(model.levels[0].template.actnorm.bias)
+    np.testing.assert_array_equal(bias.numpy()[0],
                                   tf.train.load_checkpoint(prefix).get_tensor("model/0/0/actnorm_center/b"))
 
 
@@ -95,14 +100,13 @@ def test_use_ema_loads_the_shadow_values(golden_dir, name):
     raw = openai.load_checkpoint(prefix, hps)
     ema = openai.load_checkpoint(prefix, hps, use_ema=True)
     key = "model/0/0/f1/l_1/W"
-    variable = openai.openai_variable_names(ema)[key]
-    np.testing.assert_array_equal(variable.numpy(), reader.get_tensor(key + EMA))
+    np.testing.assert_array_equal(openai.openai_variable_names(ema)[key].value(), reader.get_tensor(key + EMA))
     assert not np.array_equal(reader.get_tensor(key + EMA), reader.get_tensor(key))
-    np.testing.assert_array_equal(openai.openai_variable_names(raw)[key].numpy(), reader.get_tensor(key))
+    np.testing.assert_array_equal(openai.openai_variable_names(raw)[key].value(), reader.get_tensor(key))
     # Non-trainable variables (shuffle indices) have no average and load raw.
-    for original_name, v in openai.openai_variable_names(ema).items():
-        if not v.trainable:
-            np.testing.assert_array_equal(v.numpy(), reader.get_tensor(original_name))
+    for original_name, target in openai.openai_variable_names(ema).items():
+        if not target.trainable:
+            np.testing.assert_array_equal(target.value(), reader.get_tensor(original_name))
 
 
 def test_hparams_from_train_txt(golden_dir, tmp_path):
@@ -124,7 +128,8 @@ def test_round_trip_through_original_style_checkpoint(tmp_path, changes):
     """A checkpoint written by a TF1 Saver under the original's names loads into an equal model."""
     config = tiny_config(**changes)
     source = build_model(config, perturb_scale=0.05, seed=9)
-    names = openai.openai_variable_names(source)
+    # One variable per original name, as the original's graph has them.
+    names = {name: tf.Variable(target.value()) for name, target in openai.openai_variable_names(source).items()}
     prefix = tf.compat.v1.train.Saver(var_list=names).save(None, str(tmp_path / "model.ckpt"),
                                                              write_meta_graph=False)
     hps = {"image_size": config.image_size, "n_levels": config.n_levels, "depth": config.depth,

@@ -4,12 +4,13 @@ from glow_tf.layers.actnorm import ActNorm, data_dependent_init
 from glow_tf.layers.base import FlowChain, FlowLayer
 from glow_tf.layers.coupling import AdditiveCoupling, AffineCoupling, CouplingNetwork, make_coupling
 from glow_tf.layers.nn import ConvActNorm, LinearZeros, ZeroConv2D
+from glow_tf.layers.scan import FlowScan
 from glow_tf.layers.permute import (InvertibleConv1x1, InvertibleConv1x1LU, Reverse, Shuffle,
                                     make_permutation)
 from glow_tf.layers.split import Split, TopPrior
 from glow_tf.layers.squeeze import Squeeze, squeeze2d, unsqueeze2d
 
 __all__ = ["ActNorm", "AdditiveCoupling", "AffineCoupling", "ConvActNorm", "CouplingNetwork",
-           "FlowChain", "FlowLayer", "InvertibleConv1x1", "InvertibleConv1x1LU", "LinearZeros",
+           "FlowChain", "FlowLayer", "FlowScan", "InvertibleConv1x1", "InvertibleConv1x1LU", "LinearZeros",
            "Reverse", "Shuffle", "Split", "Squeeze", "TopPrior", "ZeroConv2D",
            "data_dependent_init", "make_coupling", "make_permutation", "squeeze2d", "unsqueeze2d"]

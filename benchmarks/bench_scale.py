@@ -1,0 +1,165 @@
+"""Build cost against depth: the looped flow steps (this glow_tf) vs the unrolled ones (before).
+
+Workload: workloads.py's (32x32x3, 3 levels, width 128, affine coupling, 1x1 conv), one XLA
+training step (forward, backward, Adamax, Polyak average) at batch 64, at depth 8, 16 and 32,
+in normal and memory-saving mode. Two implementations, measured in the same run:
+
+- ``loop``: this checkout's glow_tf, each level's steps one ``tf.while_loop`` over stacked
+  parameters (``layers.FlowScan``);
+- ``unrolled``: glow_tf at ``--baseline`` (default 75a29d9, the last commit with one layer
+  and one set of variables per flow step), its package extracted with ``git archive``.
+
+Every configuration runs in a fresh process, which reports: trace time; graph ops (the
+step's and those of every function it calls: loop bodies and their gradients); XLA compile
+time (first call minus a later one); the whole process's peak RSS (VmHWM, never reset: model,
+trace, compile and steps); and the median step time. The ratios depth 32 / depth 8 and the
+step time per flow step of the loop over the unrolled model's are printed and stored in
+results.json under "scale".
+
+Targets (issue 11), depth 8 -> 32: compile time <= 1.3x, graph ops <= 1.3x, memory-saving peak
+RSS <= 1.3x; the loop's step time per flow step within 10% of the unrolled model's.
+
+    python benchmarks/bench_scale.py [--depths 8 16 32] [--batch 64] [--steps 3] [--quick]
+"""
+import argparse
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+BASELINE = "75a29d9"
+
+
+def _status_mib(field):
+    with open("/proc/self/status") as f:
+        return int(re.search(rf"{field}:\s+(\d+) kB", f.read()).group(1)) / 1024
+
+
+def graph_op_count(concrete_function):
+    """Ops of a traced function and of every function in its library (loop bodies, gradients)."""
+    graph_def = concrete_function.graph.as_graph_def()
+    return len(graph_def.node) + sum(len(f.node_def) for f in graph_def.library.function)
+
+
+def child(depth, memory_saving, batch, steps):
+    """In the subprocess (``glow_tf`` first on sys.path is the implementation): one JSON line."""
+    import numpy as np
+    import tensorflow as tf
+
+    import glow_tf
+    from benchmarks import harness, workloads
+
+    x = tf.constant(workloads.images(batch))
+    model = workloads.make_glow_tf(batch, depth, gradient_checkpointing=memory_saving)
+    step = workloads.make_train_step(workloads.glow_tf_loss(model), model.trainable_variables)
+    start = time.perf_counter()
+    concrete = step.get_concrete_function(x)
+    trace_s = time.perf_counter() - start
+    compile_s = harness.compile_seconds(step, x)
+    walls = [harness.timed(step, x)[0] for _ in range(steps)]
+    print(json.dumps({"depth": depth, "memory_saving": memory_saving, "batch": batch,
+                      "glow_tf": os.path.dirname(os.path.dirname(glow_tf.__file__)),
+                      "trainable_variables": len(model.trainable_variables), "graph_ops": graph_op_count(concrete),
+                      "trace_seconds": trace_s, "compile_seconds": compile_s,
+                      "peak_rss_mib": _status_mib("VmHWM"), "step_seconds": float(np.median(walls))}))
+
+
+def extract_baseline(revision, into):
+    """The glow_tf package of ``revision`` under ``into`` (git archive; nothing else of the tree)."""
+    archive = subprocess.run(["git", "-C", REPO, "archive", "--format=tar", revision, "glow_tf"],
+                             check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def run_child(root, depth, memory_saving, args):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, REPO])}
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", str(depth), str(int(memory_saving)),
+                          "--batch", str(args.batch), "--steps", str(args.steps)],
+                         check=True, capture_output=True, text=True, env=env, cwd=tempfile.gettempdir()).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def ratios(rows, depths):
+    """{implementation/mode: {figure: value at the deepest / value at the shallowest}} and the
+    loop's step time per flow step over the unrolled one's at every depth."""
+    by = {(r["implementation"], r["memory_saving"], r["depth"]): r for r in rows}
+    low, high = min(depths), max(depths)
+    growth = {}
+    for implementation in ("loop", "unrolled"):
+        for memory_saving in (False, True):
+            key = f"{implementation}/{'memory-saving' if memory_saving else 'normal'}"
+            a, b = by[implementation, memory_saving, low], by[implementation, memory_saving, high]
+            growth[key] = {figure: b[figure] / a[figure] for figure in
+                           ("compile_seconds", "graph_ops", "peak_rss_mib", "trace_seconds")}
+    step_time = {f"{'memory-saving' if m else 'normal'}/depth {d}":
+                 by["loop", m, d]["step_seconds"] / by["unrolled", m, d]["step_seconds"]
+                 for m in (False, True) for d in depths}
+    return {f"depth {high} / depth {low}": growth, "loop / unrolled step time": step_time}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--depths", type=int, nargs="+", default=[8, 16, 32])
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per configuration (median)")
+    parser.add_argument("--baseline", default=BASELINE, help="the unrolled glow_tf's commit")
+    parser.add_argument("--quick", action="store_true", help="depths 1 and 2, batch 2, 1 step (a smoke test)")
+    parser.add_argument("--no_results", action="store_true", help="do not write results.json")
+    parser.add_argument("--child", nargs=2, metavar=("DEPTH", "MEMORY_SAVING"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(int(args.child[0]), args.child[1] == "1", args.batch, args.steps)
+        return
+    if args.quick:
+        args.depths, args.batch, args.steps = [1, 2], 2, 1
+
+    from benchmarks import harness
+
+    load_start = harness.load_average()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="glow_tf_baseline_") as baseline_root:
+        roots = {"loop": REPO, "unrolled": extract_baseline(args.baseline, baseline_root)}
+        for depth in args.depths:
+            for memory_saving in (False, True):
+                for implementation, root in roots.items():
+                    row = {"implementation": implementation, **run_child(root, depth, memory_saving, args)}
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+    load_end = harness.load_average()
+    summary = ratios(rows, args.depths)
+
+    print(f"\nOne XLA training step, batch {args.batch}; unrolled = glow_tf at {args.baseline}; "
+          f"load average {load_start} -> {load_end}")
+    harness.print_table(
+        ["implementation", "mode", "depth", "variables", "graph ops", "trace s", "compile s", "peak RSS MiB",
+         "step s", "ms per flow step"],
+        [[r["implementation"], "memory-saving" if r["memory_saving"] else "normal", r["depth"],
+          r["trainable_variables"], r["graph_ops"], f"{r['trace_seconds']:.1f}", f"{r['compile_seconds']:.1f}",
+          f"{r['peak_rss_mib']:.0f}", f"{r['step_seconds']:.3f}",
+          f"{1000 * r['step_seconds'] / (3 * r['depth']):.1f}"] for r in rows])
+    growth_key = next(k for k in summary if k.startswith("depth"))
+    print(f"\n{growth_key} (targets for the loop: compile, graph ops and memory-saving peak RSS <= 1.3x)")
+    harness.print_table(["implementation/mode", "compile", "graph ops", "peak RSS", "trace"],
+                        [[k, *(f"{v[f]:.2f}x" for f in ("compile_seconds", "graph_ops", "peak_rss_mib",
+                                                         "trace_seconds"))]
+                         for k, v in summary[growth_key].items()])
+    print("\nloop / unrolled step time (target <= 1.10): " +
+          ", ".join(f"{k} {v:.2f}x" for k, v in summary["loop / unrolled step time"].items()))
+    if not args.no_results:
+        harness.update_results("scale", {"batch": args.batch, "baseline": args.baseline, "configs": rows,
+                                         "ratios": summary, "load_average": {"start": load_start, "end": load_end},
+                                         "machine": harness.machine()})
+
+
+if __name__ == "__main__":
+    main()

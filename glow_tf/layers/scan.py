@@ -1,0 +1,162 @@
+"""FlowScan: ``depth`` flow steps of one structure run as one loop over stacked parameters.
+
+A Glow level is ``depth`` flow steps that differ only in their parameters. Unrolled, the
+traced and compiled program holds ``depth`` copies of the step, so trace time, XLA compile
+time and host memory grow with depth (the CelebA-HQ model, 6 levels x 32 steps at 256 px,
+did not finish compiling in 14 minutes). Here every parameter of the step is one variable
+stacked along a leading axis, ``theta[k]`` of shape [depth, *shape], and
+
+    forward:  z_{i+1} = step(z_i; theta[.][i])      for i = 0 .. depth-1
+    inverse:  z_i = step^-1(z_{i+1}; theta[.][i])   for i = depth-1 .. 0
+    log-det:  the sum of the steps' log-dets, [N]
+
+runs in one ``tf.while_loop`` whose body is one step: a *template* step whose variables are
+replaced, at trace time, by step i's slices (``base.parameters_as``). The program holds one
+step per level, forward, inverse and backward alike: the TensorFlow counterpart of Flax's
+``nn.scan`` over layers. The slices are read from a ``tf.TensorArray`` so that their
+gradients are written per step (a gather's gradient, summed over the loop, costs
+O(depth * |theta|) per step without XLA).
+
+The template is a plain flow layer (``make_step(0)``), used only for its structure: its own
+variables are not tracked, trained or saved. The stacks start at the initial values of
+``make_step(i)`` for every i, so seeded initialisers (the 1x1 conv's orthogonal W, the
+shuffle's permutation) differ from step to step exactly as separate layers would.
+
+Data-dependent init runs step by step, as the original: step i's parameters are copied into
+the template's variables, the template initialises its actnorms from its input, and the
+values are written back into the stacks.
+
+With ``memory_saving`` the gradients are computed reversibly (``glow_tf.reversible``): the
+activations of the steps are recomputed by inversion during the backward pass instead of
+being stored.
+"""
+import numpy as np
+import tensorflow as tf
+
+from glow_tf.layers.actnorm import initializing
+from glow_tf.layers.base import FlowLayer, parameters_as, read
+
+
+class _Untracked:
+    """Holds a layer without making it a tracked sublayer (its variables stay out of the model)."""
+
+    def __init__(self, layer):
+        self.layer = layer
+
+
+def variable_paths(layer):
+    """[attribute path] of ``layer.variables``, e.g. 'coupling.f1.l_1.kernel', in the same order."""
+    paths = {}
+
+    def walk(obj, prefix):
+        for name, child in tf.train.TrackableView(obj).children(obj).items():
+            path = f"{prefix}.{name}" if prefix else name
+            if isinstance(child, tf.Variable):
+                paths[child.ref()] = path  # the last name wins: Keras lists a weight's name, then its attribute
+            else:
+                walk(child, path)
+
+    walk(layer, "")
+    return [paths[v.ref()] for v in layer.variables]
+
+
+class FlowScan(FlowLayer):
+    """``depth`` flow steps made by ``make_step(i)``, run as one loop (see the module docstring).
+
+    Args:
+      make_step: i -> a flow layer with variables (the i-th step); every step must have the
+        same structure (variables of the same shapes and dtypes, in the same order).
+      depth: the number of steps.
+      memory_saving: reversible gradients (activations recomputed, not stored).
+    """
+
+    def __init__(self, make_step, depth, memory_saving=False, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
+            raise ValueError(f"FlowScan: expected depth a positive int, got {depth!r}")
+        self.depth = depth
+        self.memory_saving = bool(memory_saving)
+        template = make_step(0)
+        self._template = _Untracked(template)
+        shapes = [(v.shape, v.dtype) for v in template.variables]
+        initial = [[v.numpy()] for v in template.variables]
+        for i in range(1, depth):  # one step at a time: only the stacks' values stay alive
+            step_variables = make_step(i).variables
+            seen = [(v.shape, v.dtype) for v in step_variables]
+            if seen != shapes:
+                raise ValueError(f"FlowScan: step {i} has variables {seen}, step 0 has {shapes}; "
+                                 "expected every step to have the same structure")
+            for values, v in zip(initial, step_variables):
+                values.append(v.numpy())
+        self.stacks = [
+            self.add_weight(path, shape=[depth] + v.shape.as_list(), dtype=v.dtype, trainable=v.trainable,
+                            initializer=_constant(np.stack(values)))
+            for path, v, values in zip(variable_paths(template), template.variables, initial)]
+
+    @property
+    def template(self):
+        """The step layer whose structure every step shares (its own variables are unused)."""
+        return self._template.layer
+
+    def stack_of(self, template_variable):
+        """The [depth, ...] variable that holds ``template_variable`` for every step."""
+        for v, stack in zip(self.template.variables, self.stacks):
+            if v is template_variable:
+                return stack
+        raise ValueError(f"FlowScan.stack_of: {template_variable.name} is not a variable of the template step")
+
+    def forward(self, x, cond=None):
+        if initializing():
+            return self._initialize(x, cond)
+        if self.memory_saving:
+            from glow_tf import reversible  # reversible builds on this module
+            return reversible.scan_forward(self, x, cond)
+        return self.loop(x, cond, inverse=False)
+
+    def inverse(self, z, cond=None):
+        return self.loop(z, cond, inverse=True)
+
+    def step_slices(self, stack_values):
+        """i -> step i's parameters (a list in the order of ``template.variables``), given the stacks."""
+        arrays = [tf.TensorArray(s.dtype, size=self.depth, element_shape=s.shape[1:], clear_after_read=False)
+                  .unstack(s) for s in stack_values]
+        return lambda i: [a.read(i) for a in arrays]
+
+    def loop(self, x, cond=None, inverse=False, stack_values=None):
+        """Every step's forward (or, with ``inverse``, every step's inverse in reverse order).
+
+        ``stack_values`` (default: the stacks' current values) are the parameters to run with.
+        """
+        stack_values = [read(s) for s in self.stacks] if stack_values is None else stack_values
+        slices = self.step_slices(stack_values)
+        method = self.template.inverse if inverse else self.template.forward
+
+        def body(i, z, log_det):
+            with parameters_as(self.template.variables, slices(self.depth - 1 - i if inverse else i)):
+                z, step_log_det = method(z, cond)
+            return i + 1, z, log_det + step_log_det
+
+        _, z, log_det = tf.while_loop(lambda i, *_: i < self.depth, body,
+                                      (tf.constant(0), x, tf.zeros(tf.shape(x)[:1], x.dtype)),
+                                      maximum_iterations=self.depth)
+        return z, log_det
+
+    def _initialize(self, x, cond):
+        """Data-dependent init, step by step (eagerly, or unrolled when traced; it runs once)."""
+        template = self.template
+        new_values = [[] for _ in self.stacks]
+        log_det = tf.zeros(tf.shape(x)[:1], x.dtype)
+        for i in range(self.depth):
+            for v, stack in zip(template.variables, self.stacks):
+                v.assign(stack[i])
+            x, step_log_det = template.forward(x, cond)  # initialises the template's actnorms
+            log_det += step_log_det
+            for values, v in zip(new_values, template.variables):
+                values.append(v.read_value())
+        for stack, values in zip(self.stacks, new_values):
+            stack.assign(tf.stack(values))
+        return x, log_det
+
+
+def _constant(value):
+    return lambda shape, dtype=None, **kwargs: tf.constant(value, dtype)
