@@ -44,6 +44,11 @@ class GlowConfig:
       n_y: number of classes.
       weight_y: weight of the classification loss (bits_y) in the training loss.
       gradient_checkpointing: memory-saving mode: recompute activations in backprop.
+      seed: the initialisation seed, as the original's --seed: flow step i of level l draws its
+        1x1 conv's orthogonal W and its shuffle permutation from numpy's
+        ``RandomState([seed, l, i])``. The conv kernels' N(0, .05) draws follow TensorFlow's
+        global seed, as every Keras initialiser (train.py sets it from --seed as well). A
+        restored model keeps the values of its checkpoint whatever the seed.
     """
     image_size: int = 32
     n_channels: int = 3
@@ -58,12 +63,15 @@ class GlowConfig:
     n_y: int = 10
     weight_y: float = 0.0
     gradient_checkpointing: bool = False
+    seed: int = 0
 
     def __post_init__(self):
         for name in ("image_size", "n_channels", "n_levels", "depth", "width", "n_bits_x", "n_y"):
             value = getattr(self, name)
             _expect(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
                     name, "a positive int", value)
+        _expect(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
+                "seed", "an int >= 0", self.seed)
         _expect(1 <= self.n_bits_x <= 8, "n_bits_x", "an int in 1..8", self.n_bits_x)
         _expect(self.image_size % (2 ** self.n_levels) == 0, "image_size",
                 f"a multiple of 2**n_levels = {2 ** self.n_levels} (n_levels={self.n_levels})",
@@ -144,6 +152,7 @@ class GlowConfig:
             values[k] = int(values[k])
         values["weight_y"] = float(values.get("weight_y", 0.0))
         values["gradient_checkpointing"] = bool(hparams.get("gradient_checkpointing", 0))
+        values["seed"] = int(hparams.get("seed", 0))
         return cls(**values)
 
 

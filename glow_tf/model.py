@@ -30,7 +30,10 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 
 class FlowStep(FlowChain):
-    """actnorm -> permutation (reverse / shuffle / 1x1 conv) -> coupling (additive / affine)."""
+    """actnorm -> permutation (reverse / shuffle / 1x1 conv) -> coupling (additive / affine).
+
+    ``seed`` (an int or a tuple of ints) seeds the permutation's numpy RandomState.
+    """
 
     def __init__(self, n_channels, config: GlowConfig, seed=0, **kwargs):
         actnorm = ActNorm(n_channels, name="actnorm")
@@ -61,7 +64,7 @@ class Glow(keras.Model):
         self.levels = []
         for level, (_, _, channels) in enumerate(level_shapes):
             def make_step(step, level=level, channels=channels):
-                return FlowStep(channels, config, seed=1000 * level + step, name="step")
+                return FlowStep(channels, config, seed=(config.seed, level, step), name="step")
             self.levels.append(FlowScan(make_step, config.depth, memory_saving=config.gradient_checkpointing,
                                         name=f"level_{level}"))
         self.splits = [Split(channels, name=f"pool{level}")
@@ -238,15 +241,22 @@ class Glow(keras.Model):
         return {"loss": loss, "bits_x": bits_x, "bits_y": bits_y, "pred_loss": pred_loss}
 
     def sample_eps(self, n, temperature=1.0, seed=None):
-        """Standard normal latents for n images, scaled by temperature (scalar or [n])."""
+        """Standard normal latents for n images, scaled by temperature (scalar or [n]).
+
+        ``seed``: None (stateful random draws), an int s (level l draws with the stateless seed
+        [s, l]) or a stateless seed pair [a, b] (level l folds l into it).
+        """
         temperature = tf.reshape(tf.cast(temperature, tf.float32), [-1, 1, 1, 1])
         eps = []
         for level, shape in enumerate(self.config.eps_shapes()):
             full_shape = tf.concat([[n], shape], axis=0)
             if seed is None:
                 e = tf.random.normal(full_shape)
-            else:
+            elif tf.convert_to_tensor(seed).shape.rank == 0:
                 e = tf.random.stateless_normal(full_shape, seed=[seed, level])
+            else:
+                level_seed = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), level)
+                e = tf.random.stateless_normal(full_shape, seed=level_seed)
             eps.append(e * temperature)
         return eps
 

@@ -131,6 +131,9 @@ class TrainConfig:
                                       "round trips; logs and checkpoints happen between calls).")
     use_ema_for_eval: bool = _field(False, "Evaluate and sample with the Polyak-averaged weights (the "
                                     "original evaluates the raw weights). Export always uses them.")
+    fixed_sample_latents: bool = _field(False, "Draw the sample grids from the same latents every time "
+                                        "(for figures and tests); by default each sampling epoch draws "
+                                        "fresh ones, as the original, seeded by (--seed, epoch, grid).")
     max_steps: int = _field(0, "Stop after this many training steps in total (0: no limit); the run "
                             "ends with a checkpoint, a test pass and the export.")
     max_time: float = _field(0.0, "Stop after this many seconds of training in this process (0: no "
@@ -163,7 +166,7 @@ class TrainConfig:
                           depth=self.depth, width=self.width, n_bits_x=self.n_bits_x,
                           flow_permutation=self.flow_permutation, flow_coupling=self.flow_coupling,
                           learntop=self.learntop, ycond=self.ycond, n_y=n_y, weight_y=self.weight_y,
-                          gradient_checkpointing=bool(self.gradient_checkpointing))
+                          gradient_checkpointing=bool(self.gradient_checkpointing), seed=self.seed)
 
     def local_batch_test(self, local_batch_train: int) -> int:
         """The test batch per replica: ``n_batch_test``, or when it is -1 the original's rule.

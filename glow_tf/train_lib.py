@@ -155,11 +155,16 @@ def make_data(config: TrainConfig, n_replicas=1):
     return datasets, plan
 
 
+# GlowConfig fields that do not change what a checkpoint holds: the memory mode, and the
+# initialisation seed (a restored model keeps its checkpoint's values).
+_CHECKPOINT_NEUTRAL = ("gradient_checkpointing", "seed")
+
+
 def model_flag_differences(saved: dict, current: GlowConfig):
-    """['--depth 2 (now 4)', ...] for model hyper-parameters that differ (memory mode aside)."""
+    """['--depth 2 (now 4)', ...] for model hyper-parameters that differ (memory mode and seed aside)."""
     current = current.to_dict()
     return [f"--{k} {saved.get(k)!r} (now {current[k]!r})" for k in current
-            if k != "gradient_checkpointing" and saved.get(k) != current[k]]
+            if k not in _CHECKPOINT_NEUTRAL and saved.get(k) != current[k]]
 
 
 def _check_same_model(saved: dict, current: GlowConfig, where):
@@ -404,19 +409,24 @@ class Trainer:
                 with self.strategy.scope():
                     self.ema.swap(self.variables)
 
-    def _sample_fn(self, temperature):
+    def _sample_fn(self, temperature, seed):
         rows = sample_grid_rows(self.glow_config.image_size)
         y = tf.constant([i % self.glow_config.n_y for i in range(rows)] * rows, tf.int32)
-        return self.model.sample(rows * rows, y if self.glow_config.ycond else None, temperature,
-                                 seed=self.config.seed)
+        return self.model.sample(rows * rows, y if self.glow_config.ycond else None, temperature, seed=seed)
 
-    def sample_grids(self):
-        """[(temperature, uint8 [rows, rows, H, W, C])] at the original's temperatures."""
+    def sample_grids(self, epoch):
+        """[(temperature, uint8 [rows, rows, H, W, C])] at the original's temperatures.
+
+        Every grid draws fresh latents, as the original, seeded by (seed, epoch, grid index);
+        with --fixed_sample_latents every epoch draws epoch 0's.
+        """
         rows = sample_grid_rows(self.glow_config.image_size)
+        first = 0 if self.config.fixed_sample_latents else epoch * len(DEFAULT_TEMPERATURES)
         grids = []
         with self._eval_weights():
-            for temperature in DEFAULT_TEMPERATURES:
-                images = self._sample(tf.constant(temperature, tf.float32)).numpy()
+            for index, temperature in enumerate(DEFAULT_TEMPERATURES):
+                seed = tf.constant([self.config.seed, first + index], tf.int64)
+                images = self._sample(tf.constant(temperature, tf.float32), seed).numpy()
                 grids.append((temperature, images.reshape((rows, rows) + images.shape[1:])))
         return grids
 
@@ -620,7 +630,7 @@ class _Run:
         self.last_sample_step, self.last_sample_epoch = step, epoch
         if not self.chief:
             return
-        grids = self.trainer.sample_grids()
+        grids = self.trainer.sample_grids(epoch)
         for index, (temperature, grid) in enumerate(grids):
             raster = sampling.to_raster(grid.reshape((-1,) + grid.shape[2:]), grid.shape[1])  # grid [rows, cols, H, W, C]
             sampling.save_raster(raster, os.path.join(self.logdir, f"epoch_{epoch}_sample_{index}.png"))

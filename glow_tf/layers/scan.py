@@ -13,9 +13,7 @@ stacked along a leading axis, ``theta[k]`` of shape [depth, *shape], and
 runs in one ``tf.while_loop`` whose body is one step: a *template* step whose variables are
 replaced, at trace time, by step i's slices (``base.parameters_as``). The program holds one
 step per level, forward, inverse and backward alike: the TensorFlow counterpart of Flax's
-``nn.scan`` over layers. The slices are read from a ``tf.TensorArray`` so that their
-gradients are written per step (a gather's gradient, summed over the loop, costs
-O(depth * |theta|) per step without XLA).
+``nn.scan`` over layers.
 
 The template is a plain flow layer (``make_step(0)``), used only for its structure: its own
 variables are not tracked, trained or saved. The stacks start at the initial values of
@@ -26,9 +24,9 @@ Data-dependent init runs step by step, as the original: step i's parameters are 
 the template's variables, the template initialises its actnorms from its input, and the
 values are written back into the stacks.
 
-With ``memory_saving`` the gradients are computed reversibly (``glow_tf.reversible``): the
-activations of the steps are recomputed by inversion during the backward pass instead of
-being stored.
+The backward pass is one loop too, written out in ``glow_tf.reversible``: with
+``memory_saving`` it recomputes each step's input by inversion (nothing stored), otherwise it
+reads the inputs the forward loop stored.
 """
 import numpy as np
 import tensorflow as tf
@@ -108,27 +106,29 @@ class FlowScan(FlowLayer):
     def forward(self, x, cond=None):
         if initializing():
             return self._initialize(x, cond)
-        if self.memory_saving:
-            from glow_tf import reversible  # reversible builds on this module
-            return reversible.scan_forward(self, x, cond)
-        return self.loop(x, cond, inverse=False)
+        from glow_tf import reversible  # the backward loop; it builds on this module
+        return reversible.scan_forward(self, x, cond, invert=self.memory_saving)
 
     def inverse(self, z, cond=None):
         return self.loop(z, cond, inverse=True)
 
-    def step_slices(self, stack_values):
-        """i -> step i's parameters (a list in the order of ``template.variables``), given the stacks."""
+    def step_slices(self):
+        """i -> step i's parameters (in the order of ``template.variables``), read from the stacks.
+
+        Read from a ``tf.TensorArray``, so that TensorFlow's gradient of the reads is written per
+        step (the gradient of a gather, summed over a loop, costs O(depth * |theta|) per step
+        without XLA).
+        """
         arrays = [tf.TensorArray(s.dtype, size=self.depth, element_shape=s.shape[1:], clear_after_read=False)
-                  .unstack(s) for s in stack_values]
+                  .unstack(read(s)) for s in self.stacks]
         return lambda i: [a.read(i) for a in arrays]
 
-    def loop(self, x, cond=None, inverse=False, stack_values=None):
+    def loop(self, x, cond=None, inverse=False, slices=None):
         """Every step's forward (or, with ``inverse``, every step's inverse in reverse order).
 
-        ``stack_values`` (default: the stacks' current values) are the parameters to run with.
+        ``slices``: i -> step i's parameters (default ``step_slices()``).
         """
-        stack_values = [read(s) for s in self.stacks] if stack_values is None else stack_values
-        slices = self.step_slices(stack_values)
+        slices = self.step_slices() if slices is None else slices
         method = self.template.inverse if inverse else self.template.forward
 
         def body(i, z, log_det):
