@@ -28,7 +28,7 @@ compilation peak (VmHWM before the reset; ru_maxrss cannot be used: clear_refs r
 Targets (issue 7): memory-saving depth-32 step peak <= 1.3 x the memory-saving depth-8 one,
 and its step time <= 1.6 x the normal mode's.
 
-    python benchmarks/bench_memory.py [--batch 64] [--steps 3]
+    python -m benchmarks.bench_memory [--batch 64] [--steps 3]   # from the repository root
 """
 import argparse
 import ctypes
@@ -39,8 +39,7 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = [(8, False), (8, True), (32, False), (32, True)]  # (depth, memory saving)
 
 
@@ -104,9 +103,9 @@ def main():
     load_start = harness.load_average()
     rows = []
     for depth, memory_saving in CONFIGS:
-        out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", str(depth), str(int(memory_saving)),
-                              "--batch", str(args.batch), "--steps", str(args.steps)],
-                             check=True, capture_output=True, text=True).stdout
+        out = subprocess.run([sys.executable, "-m", "benchmarks.bench_memory", "--child", str(depth),
+                              str(int(memory_saving)), "--batch", str(args.batch), "--steps", str(args.steps)],
+                             cwd=REPO, check=True, capture_output=True, text=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
         print(f"depth {depth:2d} memory_saving={memory_saving!s:5}: {rows[-1]}", flush=True)
 

@@ -7,16 +7,12 @@ compiled with ``tf.function(jit_compile=True)``; the models are those of workloa
 initialised, both equally untrained). Timings interleave the two implementations; figures
 are medians over ``--rounds`` x ``--calls`` calls; compile time is reported separately.
 
-    python benchmarks/bench_sample.py [--batches 16 32 64] [--rounds 5] [--calls 3]
+    python -m benchmarks.bench_sample [--batches 16 32 64] [--rounds 5] [--calls 3]   # from the repository root
 """
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks import harness, workloads  # noqa: E402
-import tensorflow as tf  # noqa: E402
+from benchmarks import harness, workloads  # before TensorFlow: they import glow_tf, which sets its environment
+import tensorflow as tf
 
 TASKS = ("sample", "encode")
 

@@ -10,16 +10,12 @@ GFLOP/s counts the convolutions analytically (workloads.conv_flops_per_image; fo
 backward = 3 x forward) and is compared with this machine's fp32 matmul rate measured in the
 same run (best 2048 x 2048 matmul under XLA, before and after the timings).
 
-    python benchmarks/bench_train.py [--batches 16 32 64] [--rounds 5] [--calls 2]
+    python -m benchmarks.bench_train [--batches 16 32 64] [--rounds 5] [--calls 2]   # from the repository root
 """
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks import harness, workloads  # noqa: E402
-import tensorflow as tf  # noqa: E402
+from benchmarks import harness, workloads  # before TensorFlow: they import glow_tf, which sets its environment
+import tensorflow as tf
 
 IMPLEMENTATIONS = {"glow_tf": workloads.glow_tf_train_step, "tfp": workloads.tfp_train_step}
 

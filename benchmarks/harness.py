@@ -3,10 +3,9 @@ import json
 import os
 import time
 
+from glow_tf import checkpoints  # before TensorFlow: glow_tf sets its environment (glow_tf/_env.py)
 import numpy as np
 import tensorflow as tf
-
-from glow_tf import checkpoints
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.json")
 

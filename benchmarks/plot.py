@@ -1,18 +1,16 @@
 """benchmarks/throughput.png from benchmarks/results.json: images/s vs batch size, glow_tf vs TFP,
 for training (bench_train.py), sampling and encoding (bench_sample.py).
 
-    python benchmarks/plot.py
+    python -m benchmarks.plot   # from the repository root
 """
 import json
 import os
-import sys
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.harness import RESULTS  # noqa: E402
 
 OUTPUT = os.path.join(os.path.dirname(RESULTS), "throughput.png")

@@ -20,17 +20,13 @@ differences (TFP's 1x1 conv is LU-parameterised, glow_tf's is a plain W as the o
 """
 import functools
 import math
-import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import glow_tf  # before TensorFlow Probability: it sets TF_USE_LEGACY_KERAS (glow_tf/_env.py)
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tensorflow_probability as tfp  # noqa: E402
-
-import glow_tf  # noqa: E402
-from glow_tf import optim  # noqa: E402
+from glow_tf import optim
 
 tfb, tfd = tfp.bijectors, tfp.distributions
 

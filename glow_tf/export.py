@@ -1,7 +1,7 @@
 """SavedModel export of a Glow: uint8 serving signatures, TFP-style functions and the config.
 
-    python -m glow_tf.export --checkpoint LOGDIR --out DIR                          # glow_tf run
-    python -m glow_tf.export --openai_checkpoint PREFIX --hparams FILE --out DIR   # the original's
+    glow-export --checkpoint LOGDIR --out DIR                          # glow_tf run (or python -m glow_tf.export)
+    glow-export --openai_checkpoint PREFIX --hparams FILE --out DIR   # the original's
 
 The SavedModel needs only TensorFlow to load (``tf.saved_model.load``; no glow_tf). Its
 signatures have these names (other programs depend on them) and a dynamic batch dimension N.
@@ -49,9 +49,10 @@ import tempfile
 import time
 
 import tensorflow as tf
-from absl import app, flags
-from absl import logging as absl_logging
+from absl import flags
+from tqdm import tqdm
 
+from glow_tf import cli
 from glow_tf.model import Glow, standard_normal_log_prob
 
 def serving_module(model: Glow, seed: int = 0):
@@ -261,32 +262,42 @@ def _define_flags():
     flags.mark_flag_as_required("out")
 
 
-def _main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+def _restore():
+    """The model the flags name (the slow first stage: reading the checkpoint)."""
     FLAGS = flags.FLAGS
-    if not FLAGS["verbosity"].present:  # tf.saved_model.save's INFO line about every variable
-        absl_logging.set_verbosity(absl_logging.WARNING)
+    if FLAGS.checkpoint is not None:
+        from glow_tf import checkpoints
+        return checkpoints.restore_model(FLAGS.checkpoint, use_ema=FLAGS.use_ema)
+    from glow_tf import openai
+    return openai.load_checkpoint(FLAGS.openai_checkpoint, FLAGS.hparams, use_ema=FLAGS.use_ema)
+
+
+def _export():
+    FLAGS = flags.FLAGS
     if (FLAGS.checkpoint is None) == (FLAGS.openai_checkpoint is None):
-        raise app.UsageError("expected exactly one of --checkpoint and --openai_checkpoint")
+        raise ValueError("expected exactly one of --checkpoint and --openai_checkpoint, got "
+                         f"{'both' if FLAGS.checkpoint else 'neither'}")
     if FLAGS.openai_checkpoint is not None and FLAGS.hparams is None:
-        raise app.UsageError("--openai_checkpoint needs --hparams")
+        raise ValueError("--hparams: expected the original's hps (JSON or train.txt) with --openai_checkpoint, got none")
     start = time.perf_counter()
-    try:
-        _check_target(FLAGS.out, FLAGS.overwrite)  # before the slow restore
-        if FLAGS.checkpoint is not None:
-            model = FLAGS.checkpoint
-        else:
-            from glow_tf import openai
-            model = openai.load_checkpoint(FLAGS.openai_checkpoint, FLAGS.hparams, use_ema=FLAGS.use_ema)
-        path = export_saved_model(model, FLAGS.out, use_ema=FLAGS.use_ema, overwrite=FLAGS.overwrite,
-                                  seed=FLAGS.seed)
-    except ValueError as e:  # bad input: the message says what was expected; no traceback
-        raise SystemExit(f"glow_tf.export: error: {e}") from None
+    _check_target(FLAGS.out, FLAGS.overwrite)  # before the slow restore
+    # Two stages, each one call that reports nothing while it runs: the bar names the stage and
+    # the time so far (on a terminal only).
+    with tqdm(total=2, initial=1, desc="restoring the checkpoint", bar_format="{desc} (stage {n}/{total}, {elapsed})",
+              disable=None, leave=False) as stages:
+        model = _restore()
+        stages.set_description_str("tracing and writing the SavedModel")
+        stages.update()
+        path = export_saved_model(model, FLAGS.out, overwrite=FLAGS.overwrite, seed=FLAGS.seed)
     print(f"wrote SavedModel {path}: {directory_size(path) / 2**20:.1f} MiB on disk, "
           f"{time.perf_counter() - start:.1f} s (restore + trace + save)")
 
 
-if __name__ == "__main__":
+def main():
+    """The glow-export console script and ``python -m glow_tf.export``."""
     _define_flags()
-    app.run(_main)
+    cli.run(_export)
+
+
+if __name__ == "__main__":
+    main()

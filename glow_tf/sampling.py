@@ -19,9 +19,16 @@ TensorFlow) or is restored from a glow_tf checkpoint (its signatures are built i
 * Input images: read with PIL and converted to the model's channels (grayscale replicated
   to RGB, alpha dropped). An image of another size is centre-cropped to a square and resized
   (bilinear, antialiased: the input pipeline's rule for image folders) with a warning.
-* Grids are written as the original's ``graphics.save_raster``: tiles in row-major order,
-  grayscale tiled to RGB, one PNG; unlike the original a last partial row is kept (the
-  empty cells are black) instead of dropped. Files are written to a temp file, then renamed.
+* Rasters (``to_raster``, the sample grids training writes) are the original's
+  ``graphics.save_raster``: tiles edge to edge in row-major order, grayscale tiled to RGB; unlike
+  the original a last partial row is kept (the empty cells are black) instead of dropped.
+* Figures (``figure``, what glow-sample writes) are for people: at 16x16 pixels, tiles edge to
+  edge read as stripes, so each tile is upscaled (nearest neighbour, to at least FIGURE_MIN_TILE
+  pixels), FIGURE_GAP pixels apart on white, with rows and columns labelled (temperature, class).
+  Files are written to a temp file, then renamed.
+* Progress: with ``ServedGlow.progress`` set (glow-sample sets it), a call that runs several
+  batches and the class means of a data set show a tqdm bar on a terminal, once they have
+  taken PROGRESS_DELAY seconds: quick calls stay silent.
 """
 import hashlib
 import json
@@ -30,12 +37,16 @@ import os
 import numpy as np
 import tensorflow as tf
 from absl import logging
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
+from tqdm import tqdm
 
 from glow_tf.checkpoints import write_atomic
 
 # The original's sampling temperatures (train.py draw_samples): one grid row each.
 SWEEP_TEMPERATURES = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+PROGRESS_DELAY = 3.0  # seconds of work before a progress bar appears
+# Figures: tile size reached by upscaling, pixels between tiles and around the figure, label font.
+FIGURE_MIN_TILE, FIGURE_GAP, FIGURE_PAD, FIGURE_FONT_SIZE = 64, 4, 8, 14
 
 
 class ServedGlow:
@@ -47,6 +58,8 @@ class ServedGlow:
       module: the exported module or the loaded SavedModel (``reseed``, ``config_json``,
         ``model_variables``).
       batch_size: examples per signature call.
+
+    ``progress``: show progress bars (see the module docstring); off by default, for library use.
     """
 
     def __init__(self, signatures, module, batch_size=64):
@@ -55,6 +68,7 @@ class ServedGlow:
         self._signatures = signatures
         self._module = module
         self.batch_size = batch_size
+        self.progress = False
         description = json.loads(module.config_json.numpy())
         self.config = description["model"]  # GlowConfig.to_dict()
         self.eps_shapes = [tuple(shape) for shape in description["eps_shapes"]]
@@ -90,15 +104,21 @@ class ServedGlow:
             raise ValueError(f"y: expected classes in [0, {self.config['n_y']}), got {y!r}")
         return labels
 
+    def progress_bar(self, iterable=None, **kwargs):
+        """A tqdm bar if ``progress`` is set and stderr is a terminal, shown after PROGRESS_DELAY s."""
+        return tqdm(iterable, disable=None if self.progress else True, delay=PROGRESS_DELAY, leave=False, **kwargs)
+
     def _batched(self, name, inputs, labels):
         """Calls signature ``name`` on slices of ``inputs`` (dict of [N, ...]); concatenated outputs."""
         n = len(next(iter(inputs.values())))
         outputs = []
-        for start in range(0, n, self.batch_size):
-            batch = {key: value[start:start + self.batch_size] for key, value in inputs.items()}
-            if labels is not None:
-                batch["y"] = labels[start:start + self.batch_size]
-            outputs.append({key: value.numpy() for key, value in self._signatures[name](**batch).items()})
+        with self.progress_bar(total=n, desc=name, unit="image") as bar:
+            for start in range(0, n, self.batch_size):
+                batch = {key: value[start:start + self.batch_size] for key, value in inputs.items()}
+                if labels is not None:
+                    batch["y"] = labels[start:start + self.batch_size]
+                outputs.append({key: value.numpy() for key, value in self._signatures[name](**batch).items()})
+                bar.update(min(self.batch_size, n - start))
         return {key: np.concatenate([o[key] for o in outputs]) for key in outputs[0]}
 
     def encode(self, images, labels=None):
@@ -178,9 +198,7 @@ def sample_grid(served: ServedGlow, n, temperatures, y=None, seed=0):
     """
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n: expected an int >= 1, got {n!r}")
-    if y is None and served.ycond:
-        y = np.arange(n) % served.config["n_y"]
-    labels = served.labels(y, n)
+    labels = grid_classes(served, n, y)
     rows = []
     for temperature in temperatures:
         served.reseed(seed)
@@ -188,12 +206,24 @@ def sample_grid(served: ServedGlow, n, temperatures, y=None, seed=0):
     return np.stack(rows)
 
 
+def grid_classes(served: ServedGlow, n, y=None):
+    """int32 [n] classes of a sample row (y, or class i % n_y for image i); None if not ycond."""
+    if y is None and served.ycond:
+        y = np.arange(n) % served.config["n_y"]
+    return served.labels(y, n)
+
+
+def interpolation_weights(steps):
+    """t = 0 .. 1 in ``steps`` equal steps, both ends included: the weights of eps_b."""
+    return np.linspace(0.0, 1.0, steps, dtype=np.float32)
+
+
 def interpolate(served: ServedGlow, image_a, image_b, steps, y=None):
     """uint8 [steps, H, W, C]: decodes (1 - t) * eps_a + t * eps_b for t = 0 .. 1 per level."""
     if not isinstance(steps, int) or steps < 2:
         raise ValueError(f"steps: expected an int >= 2, got {steps!r}")
     ends = served.encode(np.stack([image_a, image_b]), served.labels(y, 2))  # per level [2, h, w, c]
-    t = np.linspace(0.0, 1.0, steps, dtype=np.float32).reshape(-1, 1, 1, 1)  # [steps, 1, 1, 1]
+    t = interpolation_weights(steps).reshape(-1, 1, 1, 1)  # [steps, 1, 1, 1]
     eps = [(1.0 - t) * e[0] + t * e[1] for e in ends]  # per level [steps, h, w, c]
     return served.decode(eps, served.labels(y, steps))
 
@@ -217,7 +247,7 @@ def manipulate(served: ServedGlow, image, direction, alphas, y=None):
 def class_mean_latents(served: ServedGlow, batches, n_y):
     """(means [n_y, D], counts [n_y]) of the flattened eps of (x uint8, y) batches, by class."""
     sums, counts = None, np.zeros([n_y], np.int64)
-    for x, y in batches:
+    for x, y in served.progress_bar(batches, desc="class mean latents", unit="batch"):
         x, y = np.asarray(x), np.asarray(y)
         z = served.flatten(served.encode(x, served.labels(y, len(x)) if served.ycond else None))  # [B, D]
         if sums is None:
@@ -291,13 +321,17 @@ def read_image(path, image_shape):
     return image
 
 
-def to_raster(images, cols):
-    """[N, H, W, C] uint8 -> [rows*H, cols*W, 3] tiles in row-major order (graphics.to_raster)."""
+def _rgb(images, caller):
+    """uint8 [N, H, W, 3] of uint8 [N, H, W, C] images, grayscale tiled to RGB."""
     images = np.asarray(images)
     if images.ndim != 4 or images.dtype != np.uint8:
-        raise ValueError(f"to_raster: expected uint8 [N, H, W, C], got {images.dtype} {list(images.shape)}")
-    if images.shape[3] == 1:
-        images = np.repeat(images, 3, axis=3)
+        raise ValueError(f"{caller}: expected uint8 [N, H, W, C], got {images.dtype} {list(images.shape)}")
+    return np.repeat(images, 3, axis=3) if images.shape[3] == 1 else images
+
+
+def to_raster(images, cols):
+    """[N, H, W, C] uint8 -> [rows*H, cols*W, 3] tiles in row-major order (graphics.to_raster)."""
+    images = _rgb(images, "to_raster")
     n, height, width, _ = images.shape
     rows = -(-n // cols)
     raster = np.zeros([rows * height, cols * width, 3], np.uint8)
@@ -307,19 +341,53 @@ def to_raster(images, cols):
     return raster
 
 
-def save_grid(images, path):
-    """Writes uint8 images [rows, cols, H, W, C] (or [N, H, W, C]: ceil(sqrt(N)) columns) as a PNG."""
-    images = np.asarray(images)
-    if images.ndim == 5:
-        cols = images.shape[1]
-        images = images.reshape((-1,) + images.shape[2:])
-    else:
-        cols = int(np.ceil(np.sqrt(len(images))))  # the original's default width
-    raster = to_raster(images, cols)
-    save_raster(raster, path)
-    return raster.shape
+def figure_scale(image_size) -> int:
+    """The nearest-neighbour factor that makes a tile at least FIGURE_MIN_TILE pixels (16 px: 4)."""
+    return max(1, -(-FIGURE_MIN_TILE // image_size))
+
+
+def figure(images, cols, row_labels=(), col_labels=(), title=""):
+    """uint8 [H', W', 3]: images [N, H, W, C] in row-major order on ``cols`` columns, for people.
+
+    Each tile is upscaled ``figure_scale`` times; tiles are FIGURE_GAP pixels apart, the grid
+    FIGURE_PAD pixels from the bottom and right edges. Above it: ``title`` (one line), then
+    ``col_labels`` (one per column, centred); left of it ``row_labels`` (one per row). The
+    margins grow only for the labels given, so an unlabelled figure is just pad, tiles and gaps.
+    """
+    images = _rgb(images, "figure")
+    rows = -(-len(images) // cols)
+    for name, labels, count in (("row_labels", row_labels, rows), ("col_labels", col_labels, cols)):
+        if len(labels) not in (0, count):
+            raise ValueError(f"figure: expected {count} {name} or none, got {len(labels)}")
+    scale = figure_scale(max(images.shape[1:3]))
+    tiles = images.repeat(scale, axis=1).repeat(scale, axis=2)  # [N, H * scale, W * scale, 3]
+    step_y, step_x = tiles.shape[1] + FIGURE_GAP, tiles.shape[2] + FIGURE_GAP
+    font = ImageFont.load_default(size=FIGURE_FONT_SIZE)
+    left, top = _figure_margins(font, row_labels, bool(col_labels), bool(title))
+    canvas = Image.new("RGB", (left + cols * step_x - FIGURE_GAP + FIGURE_PAD,
+                               top + rows * step_y - FIGURE_GAP + FIGURE_PAD), "white")
+    for index, tile in enumerate(tiles):
+        i, j = divmod(index, cols)
+        canvas.paste(Image.fromarray(tile), (left + j * step_x, top + i * step_y))
+    draw = ImageDraw.Draw(canvas)
+    text = dict(fill="black", font=font)
+    if title:
+        draw.text((FIGURE_PAD, FIGURE_PAD), title, anchor="la", **text)
+    for j, label in enumerate(col_labels):
+        draw.text((left + j * step_x + tiles.shape[2] // 2, top - FIGURE_GAP), label, anchor="md", **text)
+    for i, label in enumerate(row_labels):
+        draw.text((left - FIGURE_PAD, top + i * step_y + tiles.shape[1] // 2), label, anchor="rm", **text)
+    return np.asarray(canvas)
+
+
+def _figure_margins(font, row_labels, col_labels: bool, title: bool):
+    """(left, top) pixels before the first tile: the pad plus room for the labels given."""
+    left = FIGURE_PAD
+    if row_labels:
+        left += int(np.ceil(max(font.getlength(label) for label in row_labels))) + FIGURE_PAD
+    return left, FIGURE_PAD + (FIGURE_FONT_SIZE + FIGURE_GAP) * (col_labels + title)
 
 
 def save_raster(raster, path):
-    """Writes a uint8 image [H, W, C] (e.g. from ``to_raster``) as a PNG."""
+    """Writes a uint8 image [H, W, C] (``to_raster``'s or ``figure``'s) as a PNG."""
     write_atomic(path, lambda f: Image.fromarray(raster).save(f, format="PNG", optimize=True))

@@ -1,20 +1,18 @@
 """Shared fixtures: tiny Glow models, weight perturbation, Jacobian log-determinants.
 
-Keras 2 (tf_keras) must be selected before TensorFlow is first imported.
+glow_tf is imported first: it sets the environment TensorFlow reads when it is first imported
+(Keras 2, quiet C++ logs; glow_tf/_env.py), which the tests' subprocesses inherit.
 """
-import importlib.util
 import json
 import os
 
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import glow_tf  # before TensorFlow (see above)
+import numpy as np
+import pytest
+import tensorflow as tf
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-import glow_tf  # noqa: E402
-from glow_tf import checkpoints  # noqa: E402
+from glow_tf import checkpoints
+from glow_tf.train_config import TrainConfig
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOLDEN_DIR = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "golden"))
@@ -22,6 +20,17 @@ GOLDEN_SKIP_REASON = "../shared/golden absent (CI provides it beside the repo)"
 
 # A tiny model: 4x4x3 images, two levels (level shapes (2,2,12), (1,1,24)), D = 48.
 TINY = dict(image_size=4, n_channels=3, n_levels=2, depth=2, width=8)
+
+
+# A tiny training run on the embedded digits (16x16): 4 steps of 16 images per epoch.
+TINY_DIGITS = dict(problem="digits", n_levels=2, depth=1, width=8, anchor_size=16, n_batch_train=16,
+                   n_batch_init=32, n_batch_test=100, n_train=64, epochs=3, epochs_warmup=0, lr=0.003,
+                   epochs_full_valid=1, epochs_full_sample=100, log_steps=True, export=False,
+                   gradient_checkpointing=0, jit_compile=False)
+
+
+def tiny_digits(logdir, **changes):
+    return TrainConfig(**{**TINY_DIGITS, "logdir": str(logdir), **changes})
 
 
 def tiny_config(**changes):
@@ -121,11 +130,3 @@ def read_json_lines(path):
     with open(path) as f:
         lines = f.read().splitlines()
     return json.loads(lines[0]), [json.loads(line) for line in lines[1:]]
-
-
-def load_train_py():
-    """train.py as a module (its flags are not defined until ``_define_flags`` is called)."""
-    spec = importlib.util.spec_from_file_location("train_entry", os.path.join(REPO_ROOT, "train.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module

@@ -288,8 +288,7 @@ def test_same_seed_same_batches_other_seed_other_batches():
 
 
 def run_python(code):
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, env=env,
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout

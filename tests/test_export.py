@@ -1,9 +1,13 @@
 """SavedModel export: signatures, numbers equal to the live model, loading without glow_tf."""
+import fcntl
 import json
 import os
+import pty
 import re
+import struct
 import subprocess
 import sys
+import termios
 import textwrap
 
 import numpy as np
@@ -23,19 +27,14 @@ CONFIGS = {
     "uncond": tiny_config(image_size=8, flow_permutation=1, flow_coupling=0, n_bits_x=5),
 }
 
-# Runs in a fresh interpreter with the repository off sys.path: plain TensorFlow only.
+# Runs in a fresh interpreter where glow_tf cannot be imported (None in sys.modules makes every
+# import of it fail, installed or not): plain TensorFlow only.
 LOADER = textwrap.dedent("""
-    import json, os, sys
-    repo = os.path.realpath(sys.argv[1])
-    sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.getcwd()) != repo]
-    try:
-        import glow_tf
-        raise SystemExit("glow_tf is importable: the test would prove nothing")
-    except ImportError:
-        pass
+    import json, sys
+    sys.modules["glow_tf"] = None
     import numpy as np
     import tensorflow as tf
-    saved_model, inputs_path, outputs_path, seed = sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+    saved_model, inputs_path, outputs_path, seed = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     inputs = dict(np.load(inputs_path))
     loaded = tf.saved_model.load(saved_model)
     config = json.loads(loaded.config_json.numpy())
@@ -100,10 +99,9 @@ def test_saved_model_without_glow_tf_gives_the_live_models_numbers(exported, tmp
     np.savez(tmp_path / "inputs.npz", **inputs)
     script = tmp_path / "load.py"
     script.write_text(LOADER)
-    result = subprocess.run([sys.executable, str(script), REPO_ROOT, path, str(tmp_path / "inputs.npz"),
+    result = subprocess.run([sys.executable, str(script), path, str(tmp_path / "inputs.npz"),
                              str(tmp_path / "outputs.npz"), str(SEED)],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "PYTHONPATH": ""})
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     out = np.load(tmp_path / "outputs.npz")
     assert json.loads(str(out["config"]))["model"] == config.to_dict()
@@ -242,6 +240,35 @@ def test_cli_exports_an_openai_checkpoint_with_its_numbers(golden_dir, tmp_path)
 
     again = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode != 0 and "existing" in again.stderr and "Traceback" not in again.stderr
+
+
+def _run_on_a_terminal(command, cwd):
+    """(exit status, what stderr showed) of ``command`` with stderr on a 120-column pseudo-terminal, as in
+    a shell (tqdm draws a bar as wide as the terminal: nothing on one of 0 columns)."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=follower)
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the program has closed its end
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(leader)
+    return process.wait(timeout=300), shown.decode(errors="replace")
+
+
+def test_cli_names_its_stages_on_a_terminal(tmp_path):
+    write_run(build_model(CONFIGS["uncond"]), str(tmp_path / "run"))
+    status, shown = _run_on_a_terminal([sys.executable, "-m", "glow_tf.export", "--checkpoint", str(tmp_path / "run"),
+                                        "--out", str(tmp_path / "model")], cwd=REPO_ROOT)
+    assert status == 0, shown[-3000:]
+    assert "restoring the checkpoint (stage 1/2," in shown, shown[-3000:]
+    assert "tracing and writing the SavedModel (stage 2/2," in shown, shown[-3000:]
 
 
 def test_export_of_a_training_run_uses_the_polyak_average_when_asked(tmp_path):

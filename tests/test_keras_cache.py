@@ -211,8 +211,7 @@ def test_an_mnist_run_from_a_keras_mnist_npz_trains(tmp_path):
                str(tmp_path / "data"), "--logdir", str(logdir), "--n_level", "2", "--depth", "1", "--width", "8",
                "--n_batch_train", "8", "--n_batch_init", "16", "--n_train", "24", "--nojit_compile",
                "--max_steps", "3", "--noexport", "--log_steps"]  # --n_level: the original README's spelling
-    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"})
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     hps, steps = read_json_lines(logdir / "train_steps.txt")
     assert hps["n_levels"] == 2 and hps["problem"] == "mnist"

@@ -9,8 +9,9 @@ import sys
 import pytest
 from absl import flags
 
-from conftest import REPO_ROOT, load_train_py
+from conftest import REPO_ROOT
 from glow_tf import data
+from glow_tf.cli import train as train_cli
 from glow_tf.train_config import TrainConfig, expand_original_abbreviations, validate
 
 COMMANDS = os.path.join(REPO_ROOT, "tests", "data", "original_readme_commands.txt")
@@ -75,10 +76,9 @@ def readme_commands():
 def parse(argv):
     """TrainConfig from argv as train.py parses it."""
     flag_values = flags.FlagValues()
-    train_py = load_train_py()
-    train_py._define_flags(flag_values)
-    assert flag_values(train_py.expand_argv(argv, flag_values)) == ["train.py"]
-    return train_py.config_from_flags(flag_values)
+    train_cli.define_flags(flag_values)
+    assert flag_values(train_cli.expand_argv(argv, flag_values)) == ["train.py"]
+    return train_cli.config_from_flags(flag_values)
 
 
 def test_the_data_file_holds_every_readme_training_command():
@@ -135,8 +135,7 @@ def test_prefixes_of_glow_tfs_own_flags_stay_unknown_to_absl():
 
 def test_train_py_fails_on_an_ambiguous_prefix_with_one_line():
     result = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "train.py"), "--ver"], cwd=REPO_ROOT,
-                            capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"})
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 1
     assert result.stderr.splitlines()[-1] == ("train.py: error: --ver is ambiguous: it could be --verbose, "
                                               "--verbosity; spell the flag out")

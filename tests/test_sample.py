@@ -1,4 +1,5 @@
 """sample.py and glow_tf.sampling: grids, interpolation, manipulation, reconstruction, image files."""
+import io
 import logging
 import os
 import subprocess
@@ -6,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFont
 
 from conftest import REPO_ROOT, build_model, random_images, tiny_config, write_run
 from glow_tf import export, sampling
@@ -50,16 +51,33 @@ def _write_png(path, image):
     return str(path)
 
 
+def _figure_tiles(figure, rows, cols, size=8):
+    """[rows, cols, size, size, 3]: a figure's tiles (a PNG's path or the array), found from its
+    bottom-right corner (labels are left and above), scaled back down: every scale-th pixel."""
+    figure = np.asarray(Image.open(figure)) if isinstance(figure, (str, os.PathLike)) else figure
+    scale, gap, pad = sampling.figure_scale(size), sampling.FIGURE_GAP, sampling.FIGURE_PAD
+    step = size * scale + gap
+    top, left = figure.shape[0] - pad - rows * step + gap, figure.shape[1] - pad - cols * step + gap
+    return np.stack([[figure[top + i * step:top + i * step + size * scale:scale,
+                             left + j * step:left + j * step + size * scale:scale] for j in range(cols)]
+                     for i in range(rows)])
+
+
 # ---------------------------------------------------------------------------- sample.py
-def test_sweep_grid_has_one_row_per_temperature_and_varied_pixels(saved_model, tmp_path):
+def test_sweep_figure_has_one_labelled_row_per_temperature_of_the_library_samples(saved_model, tmp_path):
     out = tmp_path / "grid.png"
     result = _run_sample_py("--model", saved_model, "--n", "5", "--out", str(out), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    grid = np.asarray(Image.open(out))
-    assert grid.shape == (8 * len(sampling.SWEEP_TEMPERATURES), 8 * 5, 3)
-    assert grid.std() > 10
-    rows = grid.reshape(len(sampling.SWEEP_TEMPERATURES), 8, 5, 8, 3)
-    assert not np.array_equal(rows[0], rows[-1])  # temperature 0 and 1 differ
+    figure = np.asarray(Image.open(out))
+    rows, step = len(sampling.SWEEP_TEMPERATURES), 8 * sampling.figure_scale(8) + sampling.FIGURE_GAP
+    pad, line = sampling.FIGURE_PAD, sampling.FIGURE_FONT_SIZE + sampling.FIGURE_GAP
+    assert figure.shape[0] == pad + line + rows * step - sampling.FIGURE_GAP + pad  # a line of class labels
+    assert figure.shape[1] > 2 * pad + 5 * step  # and room for the temperatures on the left
+    assert (figure[:, :pad] == 255).all() and (figure[:, pad:pad + 30] < 128).any()  # labels drawn there
+    served = sampling.load_model(saved_model)
+    expected = sampling.sample_grid(served, 5, sampling.SWEEP_TEMPERATURES)  # sample.py's seed, 0
+    np.testing.assert_array_equal(_figure_tiles(out, rows, 5), expected)
+    assert expected.std() > 10 and not np.array_equal(expected[0], expected[-1])  # temperature 0 and 1 differ
 
 
 def test_interpolate_with_space_separated_images(saved_model, tmp_path):
@@ -69,7 +87,7 @@ def test_interpolate_with_space_separated_images(saved_model, tmp_path):
                             _write_png(tmp_path / "b.png", b), "--steps", "4", "--y", "1", "--out", str(out),
                             cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    row = np.asarray(Image.open(out)).reshape(8, 4, 8, 3).transpose(1, 0, 2, 3)  # [steps, H, W, C]
+    row = _figure_tiles(out, 1, 4)[0]  # [steps, H, W, C]
     _assert_reconstructs(row[0], a, 8)
     _assert_reconstructs(row[-1], b, 8)
 
@@ -82,7 +100,7 @@ def test_manipulate_from_digits_with_alpha_zero_reconstructs(saved_model, tmp_pa
             "--attribute_cache", str(cache), "--out", str(out))
     result = _run_sample_py(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    row = np.asarray(Image.open(out)).reshape(8, 2, 8, 3).transpose(1, 0, 2, 3)  # [alphas, H, W, C]
+    row = _figure_tiles(out, 1, 2)[0]  # [alphas, H, W, C]
     _assert_reconstructs(row[0], image, 8)
     assert np.abs(row[1].astype(int) - image.astype(int)).mean() > 5  # alpha 4 moves the image
     with np.load(cache) as cached:
@@ -107,8 +125,8 @@ def test_checkpoint_directory_as_model(tmp_path):
     result = _run_sample_py("--model", str(tmp_path / "run" / "checkpoints"), "--temperature", "0.5", "--n", "4",
                             "--out", str(out), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    grid = np.asarray(Image.open(out))
-    assert grid.shape == (2 * 8, 2 * 8, 3) and grid.std() > 10
+    tiles = _figure_tiles(out, 2, 2)  # 4 samples: 2 columns, as the original's square-ish grid
+    assert tiles.std() > 10 and not np.array_equal(tiles[0, 0], tiles[1, 1])
 
 
 def test_missing_model_gives_a_clear_error(tmp_path):
@@ -123,10 +141,33 @@ def test_single_temperature_grid_and_reseeding(served, tmp_path):
     warm = sampling.sample_grid(served, 5, [1.0], seed=1)
     np.testing.assert_array_equal(warm, sampling.sample_grid(served, 5, [1.0], seed=1))
     assert not np.array_equal(warm, sampling.sample_grid(served, 5, [1.0], seed=2))
-    height, width, _ = sampling.save_grid(warm[0], tmp_path / "grid.png")
-    assert (height, width) == (2 * 8, 3 * 8)  # ceil(sqrt(5)) = 3 columns, the last row partial
-    grid = np.asarray(Image.open(tmp_path / "grid.png"))
-    assert grid[8:, 16:].max() == 0 and grid[:8, :8].std() > 0
+
+
+def test_figure_tiles_are_the_upscaled_images_apart_with_room_for_labels():
+    images = random_images(UNCOND, 5, seed=8)  # [5, 8, 8, 3]
+    assert (sampling.figure_scale(8), sampling.figure_scale(16), sampling.figure_scale(256)) == (8, 4, 1)
+    tile, gap, pad, font_size = 64, sampling.FIGURE_GAP, sampling.FIGURE_PAD, sampling.FIGURE_FONT_SIZE
+    bare = sampling.figure(images, 3)  # 2 rows, the last one partial
+    assert bare.shape == (pad + 2 * tile + gap + pad, pad + 3 * tile + 2 * gap + pad, 3)
+    labelled = sampling.figure(images, 3, row_labels=["T = 0", "T = 0.25"], col_labels=["a", "b", "c"], title="t")
+    label_width = ImageFont.load_default(size=font_size).getlength("T = 0.25")
+    assert labelled.shape[1] - bare.shape[1] == int(np.ceil(label_width)) + pad  # the widest row label
+    assert labelled.shape[0] - bare.shape[0] == 2 * (font_size + gap)  # the title and the column labels
+    upscaled = images.repeat(8, axis=1).repeat(8, axis=2)
+    for figure in (bare, labelled):
+        top, left = figure.shape[0] - pad - 2 * tile - gap, figure.shape[1] - pad - 3 * tile - 2 * gap
+        for index, image in enumerate(upscaled):
+            i, j = divmod(index, 3)
+            y, x = top + i * (tile + gap), left + j * (tile + gap)
+            np.testing.assert_array_equal(figure[y:y + tile, x:x + tile], image)
+            assert (figure[y:y + tile, x + tile:x + tile + gap] == 255).all()  # the gap right of it: white
+        assert (figure[top + tile + gap:, left + 2 * (tile + gap):] == 255).all()  # the missing sixth tile
+    assert (bare[:pad] == 255).all() and (bare[:, :pad] == 255).all()  # no labels: only the pad
+    assert (labelled[:top, left:] < 128).any() and (labelled[top:, :left] < 128).any()  # labels: drawn
+    gray = sampling.figure(images[:, :, :, :1], 3)
+    np.testing.assert_array_equal(_figure_tiles(gray, 2, 3)[0], np.repeat(images[:3, :, :, :1], 3, axis=3))
+    with pytest.raises(ValueError, match="expected 2 row_labels or none, got 1"):
+        sampling.figure(images, 3, row_labels=["T = 0"])
 
 
 def test_reconstruct_and_manipulate_with_alpha_zero(served):
@@ -188,6 +229,25 @@ def test_labels_follow_the_model(served):
     with pytest.raises(ValueError, match=r"classes in \[0, 3\)"):
         ycond.labels(3, 2)
     np.testing.assert_array_equal(ycond.labels(2, 3), [2, 2, 2])
+
+
+class _Terminal(io.StringIO):
+    """A stderr that says it is a terminal, as tqdm asks before drawing."""
+
+    def isatty(self):
+        return True
+
+
+def test_a_long_call_shows_a_progress_bar_when_asked(served, monkeypatch):
+    monkeypatch.setattr(sampling, "PROGRESS_DELAY", 0.0)  # every call counts as long
+    shown = []
+    for progress in (False, True):
+        monkeypatch.setattr(served, "progress", progress)
+        monkeypatch.setattr(sys, "stderr", _Terminal())
+        served.sample(np.full([10], 0.5, np.float32))  # 3 batches of 4
+        shown.append(sys.stderr.getvalue())
+    off, on = shown
+    assert off == "" and on.startswith("\rsample:") and "/10 [" in on, shown  # a bar of the 10 images
 
 
 # ---------------------------------------------------------------------------- image files

@@ -11,8 +11,9 @@ import tensorflow as tf
 from absl import flags
 from PIL import Image
 
-from conftest import REPO_ROOT, load_train_py, read_json_lines
+from conftest import REPO_ROOT, TINY_DIGITS, read_json_lines, tiny_digits  # test_seeds.py imports tiny_digits from here
 from glow_tf import checkpoints, data, train_config, train_lib
+from glow_tf.cli import train as train_cli
 from glow_tf.train_config import TrainConfig, validate
 
 MNIST_DIR = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "data", "mnist"))
@@ -30,32 +31,20 @@ ORIGINAL_FLAGS = dict(
 # (default 50) and took the test batch from a table of local training batches; -1 says that.
 SAME_MEANING_DEFAULTS = dict(n_batch_test=-1)
 
-# A tiny model on the embedded digits (16x16): 4 steps of 16 images per epoch.
-TINY_DIGITS = dict(problem="digits", n_levels=2, depth=1, width=8, anchor_size=16, n_batch_train=16,
-                   n_batch_init=32, n_batch_test=100, n_train=64, epochs=3, epochs_warmup=0, lr=0.003,
-                   epochs_full_valid=1, epochs_full_sample=100, log_steps=True, export=False,
-                   gradient_checkpointing=0, jit_compile=False)
-
-
-def tiny_digits(logdir, **changes):
-    return TrainConfig(**{**TINY_DIGITS, "logdir": str(logdir), **changes})
-
-
 # ------------------------------------------------------------------------------- flags
 def test_flags_are_the_originals_with_their_defaults_and_documented():
     flag_values = flags.FlagValues()
-    train_py = load_train_py()
-    train_py._define_flags(flag_values)
+    train_cli.define_flags(flag_values)
     flag_values(["train.py"])
     defaults = {**ORIGINAL_FLAGS, **SAME_MEANING_DEFAULTS}
     for name, default in defaults.items():
         assert flag_values[name].value == default, name
         assert flag_values[name].help, name
-    config = train_py.config_from_flags(flag_values)
+    config = train_cli.config_from_flags(flag_values)
     assert config.to_dict().items() >= defaults.items()
     assert train_config.ORIGINAL_FLAGS == tuple(ORIGINAL_FLAGS)  # the ones that may be abbreviated
     flag_values(["train.py", "--depth", "4", "--ycond", "--optimizer", "adam2", "--strategy", "mirrored"])
-    config = train_py.config_from_flags(flag_values)
+    config = train_cli.config_from_flags(flag_values)
     assert (config.depth, config.ycond, config.optimizer, config.strategy) == (4, True, "adam2", "mirrored")
     with pytest.raises(flags.IllegalFlagValueError):
         flag_values(["train.py", "--strategy", "horovod"])

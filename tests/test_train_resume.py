@@ -20,10 +20,10 @@ TINY = ["--problem", "digits", "--n_levels", "2", "--depth", "1", "--width", "8"
 # Runs train.py's main after wrapping the step logger so that the process SIGKILLs itself
 # right after logging step KILL_AFTER (mid-epoch, never at a checkpoint).
 KILLER = """
-import os, runpy, signal, sys
-root, kill_after = sys.argv[1], int(sys.argv[2])
-sys.path.insert(0, root)
+import os, signal, sys
+kill_after = int(sys.argv[1])
 from glow_tf import train_lib
+from glow_tf.cli import train
 log_steps = train_lib._Run._log_steps
 
 def log_steps_then_die(self, step, stats, ok, seconds):
@@ -32,15 +32,14 @@ def log_steps_then_die(self, step, stats, ok, seconds):
         os.kill(os.getpid(), signal.SIGKILL)
 
 train_lib._Run._log_steps = log_steps_then_die
-sys.argv = ["train.py"] + sys.argv[3:]
-runpy.run_path(os.path.join(root, "train.py"), run_name="__main__")
+sys.argv = ["train.py"] + sys.argv[2:]
+train.main()
 """
 
 # One process with two logical CPUs: the default strategy (one replica, global batch 16),
 # then MirroredStrategy over both CPUs (two replicas of 8).
 TWO_REPLICAS = """
 import sys
-sys.path.insert(0, sys.argv[1])
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
@@ -50,13 +49,9 @@ common = dict(problem="digits", n_levels=2, depth=1, width=8, anchor_size=16, n_
               n_batch_test=50, n_train=64, epochs_warmup=0, lr=0.003, epochs_full_valid=1,
               epochs_full_sample=100, log_steps=True, export=False, gradient_checkpointing=0,
               max_steps=8)
-train_lib.train_and_evaluate(TrainConfig(logdir=sys.argv[2], n_batch_train=16, **common))
-train_lib.train_and_evaluate(TrainConfig(logdir=sys.argv[3], n_batch_train=8, strategy="mirrored", **common))
+train_lib.train_and_evaluate(TrainConfig(logdir=sys.argv[1], n_batch_train=16, **common))
+train_lib.train_and_evaluate(TrainConfig(logdir=sys.argv[2], n_batch_train=8, strategy="mirrored", **common))
 """
-
-
-def env():
-    return {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def records(path):
@@ -69,8 +64,8 @@ def start_train(logdir, *extra, killer_at=None):
     if killer_at is None:
         command = [sys.executable, os.path.join(REPO_ROOT, "train.py")] + args
     else:
-        command = [sys.executable, "-c", KILLER, REPO_ROOT, str(killer_at)] + args
-    return subprocess.Popen(command, cwd=REPO_ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        command = [sys.executable, "-c", KILLER, str(killer_at)] + args
+    return subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
 
 
@@ -109,8 +104,8 @@ def test_sigkill_and_resume_reproduce_the_uninterrupted_run(tmp_path):
 
 def test_two_mirrored_replicas_equal_one_at_the_same_global_batch(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
-    result = subprocess.run([sys.executable, "-c", TWO_REPLICAS, REPO_ROOT, str(one), str(two)],
-                            cwd=REPO_ROOT, env=env(), capture_output=True, text=True, timeout=900)
+    result = subprocess.run([sys.executable, "-c", TWO_REPLICAS, str(one), str(two)],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 replica(s) (mirrored)" in result.stdout
     one_steps, two_steps = records(one / "train_steps.txt"), records(two / "train_steps.txt")

@@ -1,0 +1,138 @@
+"""glow_tf's command-line programs (glow-train, glow-sample, glow-export) and what they share.
+
+They share how a command line fails: one line on stderr, ``PROG: error: ...`` naming the
+flag, what was expected and what was seen, and exit status 1; never the whole help (``--help``
+shows that). For example, with glow-train:
+
+    --log_steps 1     glow-train: error: --log_steps: expected no value (a boolean flag: --log_steps,
+                      --nolog_steps or --log_steps=false), got '1'
+    --depth x         glow-train: error: --depth: expected an integer, got 'x'
+    --log_step        glow-train: error: --log_step: expected one of the flags --help lists (did you
+                      mean --log_steps?), got an unknown flag
+    x                 glow-train: error: expected only flags (--name value or --name=value), got the argument 'x'
+
+A ValueError out of a program (a bad flag combination, unreadable data: its message says what
+was expected) ends it the same way, without a traceback. absl's INFO log lines (TensorFlow's
+about every checkpoint written, every SavedModel variable) are hidden unless --verbosity is given.
+"""
+import difflib
+import os
+import re
+import sys
+
+from absl import app, flags, logging
+
+# absl's messages for a value it could not parse or validate, and for a flag given no value.
+_BAD_VALUE = re.compile(r"flag --(?P<name>[^=\s]+)=(?P<value>.*?): ")
+_MISSING_VALUE = re.compile(r"Missing value for flag -+(?P<name>\S+)")
+_REQUIRED = "must have a value other than None"  # absl's validator of flags.mark_flag_as_required
+
+
+def program_name() -> str:
+    """The program as the user called it: 'glow-train', 'train.py' or 'python -m glow_tf.export'."""
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    if spec is not None and spec.name != "__main__":
+        return f"python -m {spec.name}"
+    return os.path.basename(sys.argv[0])
+
+
+def error(message) -> SystemExit:
+    """The one-line exit of a bad command line: ``PROG: error: message``, status 1."""
+    return SystemExit(f"{program_name()}: error: {message}")
+
+
+def expected_value(flag) -> str:
+    """What a flag's value may be, in words: 'an integer', 'one of a, b', 'true or false'."""
+    if flag.boolean:
+        return f"true or false (or --{flag.name} / --no{flag.name} alone)"
+    if isinstance(flag.parser, flags.EnumParser):
+        return "one of " + ", ".join(flag.parser.enum_values)
+    return flag.parser.syntactic_help or "a value"
+
+
+def unknown_flag_message(name, flag_values) -> str:
+    """An unknown flag, with the defined ones it may have been meant as (difflib's close matches)."""
+    close = difflib.get_close_matches(name, list(flag_values), n=3)
+    hint = f" (did you mean {', '.join('--' + c for c in close)}?)" if close else ""
+    return f"--{name}: expected one of the flags --help lists{hint}, got an unknown flag"
+
+
+def flag_error_message(e: Exception, flag_values) -> str:
+    """absl's parse error ``e`` as '--flag: expected ..., got ...' (absl's own line for other errors)."""
+    if isinstance(e, flags.UnrecognizedFlagError):
+        return unknown_flag_message(e.flagname, flag_values)
+    text = str(e)
+    match = _BAD_VALUE.match(text) or _MISSING_VALUE.match(text)
+    if match is None or match.group("name") not in flag_values:
+        return text
+    flag = flag_values[match.group("name")]
+    expected, value = expected_value(flag), match.groupdict().get("value")
+    if value is None:
+        return f"--{flag.name}: expected {expected}, got no value"
+    if _REQUIRED in text:
+        return f"--{flag.name}: expected {expected} (the flag is required), got none"
+    return f"--{flag.name}: expected {expected}, got {value!r}"
+
+
+def _boolean_flag(token, flag_values):
+    """The boolean flag that ``token`` sets ('--log_steps', '--nolog_steps', '-log_steps'), else None."""
+    if not token.startswith("-") or "=" in token:
+        return None
+    name = token.lstrip("-")
+    for candidate in (name, name[2:] if name.startswith("no") else None):
+        if candidate in flag_values and flag_values[candidate].boolean:
+            return candidate
+    return None
+
+
+def stray_argument_message(argument, argv, flag_values) -> str:
+    """A positional argument; after a boolean flag (``--log_steps 1``) it was meant as its value."""
+    for token, following in zip(argv, argv[1:]):
+        name = _boolean_flag(token, flag_values)
+        if following == argument and name:
+            return (f"--{name}: expected no value (a boolean flag: --{name}, --no{name} or --{name}=false), "
+                    f"got {argument!r}")
+    return f"expected only flags (--name value or --name=value), got the argument {argument!r}"
+
+
+def parse_flags(argv, flag_values=flags.FLAGS, expand_argv=None, take_arguments=None):
+    """Parses ``argv`` into ``flag_values``; [program] on success, else SystemExit with one line.
+
+    Args:
+      expand_argv: argv -> argv before absl parses it (glow-train writes out the original's
+        abbreviations); its ValueError is a one-line error.
+      take_arguments: [positional arguments] -> those the program does not take (glow-sample
+        takes the second image of '--interpolate A B'); by default it takes none.
+    """
+    try:
+        argv = expand_argv(argv) if expand_argv else argv
+        arguments = flag_values(argv)[1:]
+    except (flags.Error, ValueError) as e:  # absl raises a bare ValueError for '--noflag=value'
+        raise error(flag_error_message(e, flag_values)) from None
+    arguments = take_arguments(arguments) if take_arguments else arguments
+    if arguments:
+        raise error(stray_argument_message(arguments[0], argv, flag_values))
+    return argv[:1]
+
+
+def _help_describes(module_name):
+    """absl's --help shows the docstring and flags of __main__ (train.py, the glow-train script);
+    the program and its flags live in ``module_name``: those are the ones to show."""
+    sys.modules["__main__"].__doc__ = sys.modules[module_name].__doc__
+    for flag in flags.FLAGS.flags_by_module_dict().get(module_name, []):
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+
+
+def run(main, expand_argv=None, take_arguments=None):
+    """``absl.app.run`` of ``main()`` (no arguments) with one-line errors; see the module docstring."""
+    _help_describes(main.__module__)
+
+    def absl_main(_):
+        if not flags.FLAGS["verbosity"].present:
+            logging.set_verbosity(logging.WARNING)
+        try:
+            main()
+        except ValueError as e:
+            raise error(e) from None
+
+    app.run(absl_main, flags_parser=lambda argv: parse_flags(argv, flags.FLAGS, expand_argv, take_arguments))
