@@ -15,6 +15,7 @@ of a continuous image x in [-.5, .5)^D is
 and the original's per-example objective is ``log p(x) - log(n_bins) * D``.
 """
 import math
+import types
 
 import numpy as np
 import tensorflow as tf
@@ -73,6 +74,8 @@ class Glow(keras.Model):
         self.classifier = (LinearZeros(level_shapes[-1][2], config.n_y, name="classifier")
                            if config.has_classifier else None)
         self.initialized = tf.Variable(False, trainable=False, name="initialized")
+        # Held outside Keras's tracking: the metrics' counters are not weights to save or export.
+        self._fit_metrics = types.SimpleNamespace(means=None)
 
     # ---------------------------------------------------------------- validation at the edge
     def _check_images(self, x, what, dtype):
@@ -288,6 +291,55 @@ class Glow(keras.Model):
     def call(self, x, y=None):
         """Keras entry point: the per-example log-density of continuous x."""
         return self.log_prob(x, y)
+
+    # ------------------------------------------------------------------ Keras training
+    # model.compile(optimizer=...); model.fit(uint8 images or (images, labels) batches): the
+    # original's objective, loss = mean of loss_terms' loss (bits_x + weight_y * bits_y), with
+    # bits_x, bits_y and pred_loss as metrics. train.py is the faithful, resumable loop
+    # (warm-up, NaN guard, exact resume); fit is for Keras callbacks and habits.
+    _METRIC_NAMES = ("loss", "bits_x", "bits_y", "pred_loss")
+
+    @property
+    def metrics(self):
+        """The running means of fit/evaluate (Keras resets them every epoch); not model weights."""
+        if self._fit_metrics.means is None:
+            with tf.init_scope():
+                self._fit_metrics.means = [keras.metrics.Mean(name) for name in self._METRIC_NAMES]
+        return self._fit_metrics.means
+
+    def _images_and_labels(self, data):
+        x, y = (data[0], data[1]) if isinstance(data, (tuple, list)) else (data, None)
+        return x, (y if self.config.ycond else None)
+
+    def _record(self, terms):
+        for metric in self.metrics:
+            metric.update_state(terms[metric.name])
+        return {metric.name: metric.result() for metric in self.metrics}
+
+    def train_step(self, data):
+        x, y = self._images_and_labels(data)
+        with tf.GradientTape() as tape:
+            terms = self.loss_terms(x, y)
+            loss = tf.reduce_mean(terms["loss"])
+        self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
+        return self._record(terms)
+
+    def test_step(self, data):
+        x, y = self._images_and_labels(data)
+        return self._record(self.loss_terms(x, y))
+
+    def fit(self, x=None, y=None, batch_size=None, **kwargs):
+        """Keras ``fit``; data-dependent init runs first, on the first batch, if not done yet."""
+        if not bool(self.initialized.numpy()):
+            if isinstance(x, tf.data.Dataset):
+                first = next(iter(x))
+                images, labels = self._images_and_labels(first)
+            else:
+                n = batch_size or 32
+                images, labels = x[:n], (y[:n] if y is not None and self.config.ycond else None)
+            with self.distribute_strategy.scope():
+                self.initialize(images, labels)
+        return super().fit(x, y, batch_size=batch_size, **kwargs)
 
     @property
     def bijector(self):

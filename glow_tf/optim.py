@@ -30,6 +30,7 @@ cross-replica context (``tf.distribute``'s ``extended.update``, one call per var
 work under every strategy, with the default one as a plain assignment.
 """
 import tensorflow as tf
+import tf_keras as keras
 
 OPTIMIZERS = ("adamax", "adam", "adam2")
 
@@ -211,3 +212,57 @@ class PolyakAverage(tf.Module):
             value = tf.identity(w.read_value())
             w.assign(shadow)
             shadow.assign(value)
+
+
+class KerasAdamax(keras.optimizers.Optimizer):
+    """The original's Adamax as a tf_keras optimizer, for ``Glow.compile`` / ``Glow.fit``.
+
+    The same update as ``Adamax`` (see the module docstring), with t = iterations + 1:
+    ``m1 <- beta1 m1 + (1 - beta1) g``, ``m2 <- max(beta2 m2, |g|)``,
+    ``w <- decay * w - lr * sqrt(1 - beta2**t) / (1 - beta1**t) * m1 / (m2 + eps)``.
+    The Polyak average is Keras's own: ``use_ema=True, ema_momentum=beta2`` (an EMA of the
+    weights from their values when the optimizer is built, as ``PolyakAverage``), swapped in
+    by ``finalize_variable_values`` at the end of ``fit``.
+
+    Args:
+      learning_rate: a float or a Keras learning-rate schedule.
+      beta1: first-moment decay (0: m1 = g).
+      beta2: second-moment decay (the original's 1 - 1 / (train_its * polyak_epochs)).
+      epsilon: added to the denominator.
+      multiplicative_decay: the original's weight_decay, w <- decay * w - step (1.0: none).
+      **kwargs: tf_keras optimizer arguments (use_ema, ema_momentum, clipnorm, ...).
+    """
+
+    def __init__(self, learning_rate=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8, multiplicative_decay=1.0,
+                 name="OriginalAdamax", **kwargs):
+        super().__init__(name=name, **kwargs)
+        if not 0.0 <= beta1 < 1.0:
+            raise ValueError(f"beta1: expected a float in [0, 1), got {beta1}")
+        if not 0.0 < beta2 < 1.0:
+            raise ValueError(f"beta2: expected a float in (0, 1), got {beta2}")
+        self._learning_rate = self._build_learning_rate(learning_rate)
+        self.beta1, self.beta2, self.epsilon = float(beta1), float(beta2), float(epsilon)
+        self.multiplicative_decay = float(multiplicative_decay)
+
+    def build(self, var_list):
+        super().build(var_list)
+        if getattr(self, "_built", False):
+            return
+        self._built = True
+        self._m1 = [self.add_variable_from_reference(v, "m1") for v in var_list]
+        self._m2 = [self.add_variable_from_reference(v, "m2") for v in var_list]
+
+    def update_step(self, gradient, variable):
+        index = self._index_dict[self._var_key(variable)]
+        m1, m2 = self._m1[index], self._m2[index]
+        t = tf.cast(self.iterations + 1, variable.dtype)
+        alpha = tf.cast(self.learning_rate, variable.dtype) * tf.sqrt(1.0 - tf.pow(self.beta2, t)) \
+            / (1.0 - tf.pow(self.beta1, t))
+        m1.assign(self.beta1 * m1 + (1.0 - self.beta1) * gradient if self.beta1 > 0 else gradient)
+        m2.assign(tf.maximum(self.beta2 * m2, tf.abs(gradient)))
+        variable.assign(self.multiplicative_decay * variable - alpha * m1 / (m2 + self.epsilon))
+
+    def get_config(self):
+        return {**super().get_config(), "learning_rate": self._serialize_hyperparameter(self._learning_rate),
+                "beta1": self.beta1, "beta2": self.beta2, "epsilon": self.epsilon,
+                "multiplicative_decay": self.multiplicative_decay}
