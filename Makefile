@@ -36,6 +36,8 @@ bench: venv
 	$(PY) -m benchmarks.bench_train
 	$(PY) -m benchmarks.bench_sample
 	$(PY) -m benchmarks.bench_memory
+	$(PY) -m benchmarks.bench_scale
+	$(PY) -m benchmarks.bench_celeba
 	$(PY) -m benchmarks.plot
 
 # The paper's ablation (Figure 3): permutation x coupling x 3 seeds on MNIST, about 70-85 minutes

@@ -375,6 +375,9 @@ def describe(grid, problem):
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="the tiny grid on the embedded digits (QUICK)")
+    parser.add_argument("--report_only", action="store_true",
+                        help="train nothing: write the JSON, PNG and table from the runs finished so far "
+                             "(an interrupted grid; unfinished runs are listed, not averaged)")
     parser.add_argument("--problem", choices=("mnist", "cifar10", "digits"),
                         help="mnist (default) or cifar10; digits with --quick")
     parser.add_argument("--data_dir", help=f"the data (default for mnist: {DEFAULT_MNIST}; cifar10: the Keras cache)")
@@ -400,7 +403,7 @@ def main(argv=None):
     configs = [run_config(grid, cell, seed, args.workdir, args.problem, args.data_dir)
                for seed in grid.seeds for cell in grid.cells]
     os.makedirs(args.workdir, exist_ok=True)
-    diverged = ensure_trained(configs, args.workdir)
+    diverged = set() if args.report_only else ensure_trained(configs, args.workdir)
     runs = collect_runs(configs, diverged, args.workdir)
     curves = cell_curves(runs, grid)
     table = final_table(curves)

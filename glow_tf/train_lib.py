@@ -409,24 +409,33 @@ class Trainer:
                 with self.strategy.scope():
                     self.ema.swap(self.variables)
 
-    def _sample_fn(self, temperature, seed):
-        rows = sample_grid_rows(self.glow_config.image_size)
-        y = tf.constant([i % self.glow_config.n_y for i in range(rows)] * rows, tf.int32)
-        return self.model.sample(rows * rows, y if self.glow_config.ycond else None, temperature, seed=seed)
+    def _sample_fn(self, temperature, seed, y):
+        """One batch of the grid: y [local_batch_train] labels, eps seeded by ``seed``."""
+        return self.model.sample(tf.shape(y)[0], y if self.glow_config.ycond else None, temperature, seed=seed)
 
     def sample_grids(self, epoch):
         """[(temperature, uint8 [rows, rows, H, W, C])] at the original's temperatures.
 
-        Every grid draws fresh latents, as the original, seeded by (seed, epoch, grid index);
-        with --fixed_sample_latents every epoch draws epoch 0's.
+        As the original's draw_samples: column j is class j % n_y, and the grid is decoded in
+        batches of the local training batch (at 256 px, one image: the 16 at once would hold
+        16 x 32 MiB per activation of the first level). Every batch draws fresh latents, seeded
+        by (seed, epoch, grid index, batch index); with --fixed_sample_latents every epoch
+        draws epoch 0's. The last batch is padded to the full batch (one compilation).
         """
         rows = sample_grid_rows(self.glow_config.image_size)
+        batch = self.plan.local_batch_train
+        labels = np.array([i % self.glow_config.n_y for i in range(rows)] * rows, np.int32)
+        n_batches = -(-len(labels) // batch)
+        labels = np.pad(labels, [0, n_batches * batch - len(labels)])
         first = 0 if self.config.fixed_sample_latents else epoch * len(DEFAULT_TEMPERATURES)
         grids = []
         with self._eval_weights():
             for index, temperature in enumerate(DEFAULT_TEMPERATURES):
-                seed = tf.constant([self.config.seed, first + index], tf.int64)
-                images = self._sample(tf.constant(temperature, tf.float32), seed).numpy()
+                images = np.concatenate([
+                    self._sample(tf.constant(temperature, tf.float32),
+                                 tf.constant([self.config.seed, (first + index) * n_batches + b], tf.int64),
+                                 tf.constant(labels[b * batch:(b + 1) * batch])).numpy()
+                    for b in range(n_batches)])[:rows * rows]
                 grids.append((temperature, images.reshape((rows, rows) + images.shape[1:])))
         return grids
 

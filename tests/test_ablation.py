@@ -77,6 +77,8 @@ def test_a_run_without_its_last_pass_is_trained_again(quick, tmp_path, monkeypat
         f.writelines(lines[:-1])  # as if killed between the last test pass and its checkpoint
     calls = []
     monkeypatch.setattr(train_lib, "train_and_evaluate", lambda config: calls.append(config.logdir))
+    reported = ablation.main(["--quick", "--workdir", workdir, "--report_only"])  # an interrupted grid
+    assert calls == [] and reported["runs"]["conv1x1-affine-seed0"]["status"] == "unfinished"
     results = ablation.main(["--quick", "--workdir", workdir])
     assert calls == [os.path.join(workdir, "conv1x1-affine-seed0")]
     assert results["runs"]["conv1x1-affine-seed0"]["status"] == "unfinished"

@@ -109,7 +109,7 @@ def _titled(*parts):
 
 
 def _class_labels(served, n):
-    """Column labels 'class c' of a sample row when the model picks class i % n_y; () otherwise."""
+    """Column labels 'class c' of a sample row when the model picks class i % n_y; [] otherwise."""
     classes = sampling.grid_classes(served, n) if served.ycond and FLAGS.y is None else ()
     return [f"class {c}" for c in classes]
 
@@ -127,17 +127,20 @@ def _sample_figure(served):
     return sampling.figure(grid[0], cols, col_labels=labels, title=_titled(f"T = {temperatures[0]:g}"))
 
 
+def _interpolation_figure(served, a, b):
+    row = sampling.interpolate(served, a, b, FLAGS.steps, FLAGS.y)
+    weights = sampling.interpolation_weights(FLAGS.steps)  # column j: t_j of eps_b
+    return sampling.figure(row, len(row), col_labels=[f"t = {t:.2f}" for t in weights],
+                           title=_titled("interpolation"))
+
+
 def _figure(served):
     """The labelled figure (sampling.figure) of the mode the flags ask for."""
     read = lambda path: sampling.read_image(path, served.image_shape)  # noqa: E731
     if FLAGS.interpolate is not None:
         if len(FLAGS.interpolate) != 2:
             raise ValueError(f"--interpolate: expected two images, got {FLAGS.interpolate}")
-        a, b = map(read, FLAGS.interpolate)
-        row = sampling.interpolate(served, a, b, FLAGS.steps, FLAGS.y)
-        return sampling.figure(row, len(row), col_labels=[f"t = {t:.2f}" for t in
-                                                          sampling.interpolation_weights(FLAGS.steps)],
-                               title=_titled("interpolation"))
+        return _interpolation_figure(served, *map(read, FLAGS.interpolate))
     if FLAGS.manipulate is not None:
         return _manipulation_figure(served, read(FLAGS.manipulate))
     if FLAGS.reconstruct is not None:
