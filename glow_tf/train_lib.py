@@ -384,7 +384,8 @@ class Trainer:
         sums, count = np.zeros(len(STATS)), 0
         batch = self.plan.local_batch_test * self.plan.n_replicas
         with self._eval_weights():
-            for index, (x, y) in enumerate(self.datasets.test):
+            n_batches = -(-self.plan.n_test // batch)
+            for index, (x, y) in enumerate(progress(self.datasets.test, "test pass", n_batches, is_chief(self.strategy))):
                 n_valid = int(x.shape[0])
                 if n_valid < batch:
                     x = tf.pad(x, [[0, batch - n_valid], [0, 0], [0, 0], [0, 0]])
@@ -430,7 +431,7 @@ class Trainer:
         first = 0 if self.config.fixed_sample_latents else epoch * len(DEFAULT_TEMPERATURES)
         grids = []
         with self._eval_weights():
-            for index, temperature in enumerate(DEFAULT_TEMPERATURES):
+            for index, temperature in enumerate(progress(DEFAULT_TEMPERATURES, "sample grids")):
                 images = np.concatenate([
                     self._sample(tf.constant(temperature, tf.float32),
                                  tf.constant([self.config.seed, (first + index) * n_batches + b], tf.int64),
@@ -438,6 +439,11 @@ class Trainer:
                     for b in range(n_batches)])[:rows * rows]
                 grids.append((temperature, images.reshape((rows, rows) + images.shape[1:])))
         return grids
+
+
+def progress(iterable, desc, total=None, show=True):
+    """A tqdm bar for long work on a terminal: shown after 3 s, cleared when done (``show``: the chief)."""
+    return tqdm(iterable, desc=desc, total=total, leave=False, delay=3, disable=not (show and sys.stderr.isatty()))
 
 
 def sample_grid_rows(image_size):
@@ -712,7 +718,7 @@ def infer(config: TrainConfig) -> str:
     """
     validate(config)
     _seed_everything(config)
-    datasets, _ = make_data(config)
+    datasets, plan = make_data(config)
     info = datasets.info
     model = load_for_inference(config, config.glow_config(info.image_size, info.n_channels, info.n_y))
     if model.config.image_size != info.image_size:
@@ -728,7 +734,8 @@ def infer(config: TrainConfig) -> str:
         return flat, model.postprocess(model.decode(eps, y))
 
     zs, xs, ys = [], [], []
-    for index, (x, y) in enumerate(datasets.test):
+    n_batches = -(-info.n_test // plan.local_batch_test)
+    for index, (x, y) in enumerate(progress(datasets.test, "encoding the test set", n_batches)):
         seed = tf.constant([config.seed, _EVAL_SALT + index], tf.int64)
         z, x_decoded = encode_decode(x, y, _stateless_noise(tf.shape(x), seed, model.config.n_bins))
         zs.append(z.numpy())

@@ -119,7 +119,7 @@ def test_from_openai_hparams_golden(golden_dir):
     expected = {
         "affine_1x1_ycond_5bit": EXPECTED,
         "additive_shuffle_8bit": GlowConfig(image_size=16, n_levels=3, depth=2, width=8, n_bits_x=8,
-                                            flow_permutation=1, flow_coupling=0),
+                                            flow_permutation=1, flow_coupling=0, seed=1),  # its hps: "seed": 1
     }
     for name, config in expected.items():
         path = os.path.join(golden_dir, name, "hparams.json")
