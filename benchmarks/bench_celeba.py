@@ -16,7 +16,7 @@ tfrecords layout (celeba_tfrecords.py: 32 train and 8 validation images). It rep
 
 ``--quick`` runs the same path at 64x64 (6 levels, depth 2, width 16, one step), a smoke test.
 
-    python benchmarks/bench_celeba.py [--quick] [--keep DIR]
+    python -m benchmarks.bench_celeba [--quick] [--keep DIR]
 """
 import argparse
 import json
@@ -29,7 +29,6 @@ import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 ORIGINAL_COMMAND = ("--problem celeba --image_size 256 --n_level 6 --depth 32 --flow_permutation 2 "
                     "--flow_coupling 0 --seed 0 --learntop --lr 0.001 --n_bits_x 5").split()

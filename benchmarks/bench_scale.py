@@ -19,7 +19,7 @@ results.json under "scale".
 Targets (issue 11), depth 8 -> 32: compile time <= 1.3x, graph ops <= 1.3x, memory-saving peak
 RSS <= 1.3x; the loop's step time per flow step within 10% of the unrolled model's.
 
-    python benchmarks/bench_scale.py [--depths 8 16 32] [--batch 64] [--steps 3] [--quick]
+    python -m benchmarks.bench_scale [--depths 8 16 32] [--batch 64] [--steps 3] [--quick]
 """
 import argparse
 import io
@@ -121,7 +121,6 @@ def main():
         return
     if args.quick:
         args.depths, args.batch, args.steps = [1, 2], 2, 1
-    sys.path.insert(0, REPO)  # not in the child: there PYTHONPATH puts the implementation first
     from benchmarks import harness
 
     load_start = harness.load_average()
