@@ -43,6 +43,29 @@ def polyak_decay(train_its, polyak_epochs):
     return 1.0 - 1.0 / (train_its * polyak_epochs)
 
 
+def bias_correction(t, beta1, beta2):
+    """sqrt(1 - beta2**t) / (1 - beta1**t) at step t = 1, 2, ... (the original's, Adamax's too)."""
+    return tf.sqrt(1.0 - tf.pow(beta2, t)) / (1.0 - tf.pow(beta1, t))
+
+
+def adamax_second_moment(m2, g, beta2):
+    """Adamax's m2 <- max(beta2 * m2, |g|)."""
+    return tf.maximum(beta2 * m2, tf.abs(g))
+
+
+def moment_step(w, m1, m2, g, alpha, beta1, epsilon, weight_decay, second_moment, denominator):
+    """The update of one weight (the module docstring's) -> new (w, m1, m2).
+
+    Args:
+      w, m1, m2, g: the weight, its moments (m1 unused when beta1 == 0) and its gradient.
+      alpha: lr * bias_correction(t).
+      second_moment: (m2, g) -> the new m2; denominator: m2 -> f(m2) in m1 / (f(m2) + eps).
+    """
+    m1 = beta1 * m1 + (1.0 - beta1) * g if beta1 > 0 else g
+    m2 = second_moment(m2, g)
+    return weight_decay * w - alpha * (m1 / (denominator(m2) + epsilon)), m1, m2
+
+
 def _if_ok(ok, new, old):
     """``new`` where the step is ok, else ``old``; no op at all when ``ok`` is Python's True."""
     return new if ok is True else tf.where(ok, new, old)
@@ -110,8 +133,7 @@ class AdamFamily(tf.Module):
         # The bias correction depends on t only, the same on every replica: computed once, not
         # once per variable (a model has ~40 variables per flow step; the graph and the host
         # memory XLA keeps for it grow with its op count).
-        t = self.t.read_value()
-        correction = tf.sqrt(1.0 - tf.pow(self.beta2, t)) / (1.0 - tf.pow(self.beta1, t))
+        correction = bias_correction(self.t.read_value(), self.beta1, self.beta2)
         for i, (w, g) in enumerate(zip(variables, grads)):
             g_squared = grad_squares[i] if grad_squares is not None else None
             _update(w, self._update_one, g, g_squared, lr, correction, ok, i)
@@ -120,15 +142,11 @@ class AdamFamily(tf.Module):
     def _update_one(self, w, g, g_squared, lr, correction, ok, i):
         # On one copy of w (one device): the slots read as that device's copies.
         alpha = tf.cast(lr, tf.float32) * correction
-        if self.beta1 > 0:
-            m1 = self.m1[i]
-            m1_new = self.beta1 * m1 + (1.0 - self.beta1) * g
+        m1, m2 = (self.m1[i] if self.beta1 > 0 else None), self.m2[i]
+        w_new, m1_new, m2_new = moment_step(w, m1, m2, g, alpha, self.beta1, self.epsilon, self.weight_decay,
+                                            lambda m2, g: self.second_moment(m2, g, g_squared), self.denominator)
+        if m1 is not None:
             m1.assign(_if_ok(ok, m1_new, m1))
-        else:
-            m1_new = g
-        m2 = self.m2[i]
-        m2_new = self.second_moment(m2, g, g_squared)
-        w_new = self.weight_decay * w - alpha * (m1_new / (self.denominator(m2_new) + self.epsilon))
         m2.assign(_if_ok(ok, m2_new, m2))
         w.assign(_if_ok(ok, w_new, w))
 
@@ -137,7 +155,7 @@ class Adamax(AdamFamily):
     """The original's default: m2 = max(beta2 * m2, |g|), step m1 / (m2 + eps)."""
 
     def second_moment(self, m2, g, g_squared):
-        return tf.maximum(self.beta2 * m2, tf.abs(g))
+        return adamax_second_moment(m2, g, self.beta2)
 
     def denominator(self, m2):
         return m2
@@ -217,7 +235,7 @@ class PolyakAverage(tf.Module):
 class KerasAdamax(keras.optimizers.Optimizer):
     """The original's Adamax as a tf_keras optimizer, for ``Glow.compile`` / ``Glow.fit``.
 
-    The same update as ``Adamax`` (see the module docstring), with t = iterations + 1:
+    The same update as ``Adamax`` (``moment_step``; see the module docstring), with t = iterations + 1:
     ``m1 <- beta1 m1 + (1 - beta1) g``, ``m2 <- max(beta2 m2, |g|)``,
     ``w <- decay * w - lr * sqrt(1 - beta2**t) / (1 - beta1**t) * m1 / (m2 + eps)``.
     The Polyak average is Keras's own: ``use_ema=True, ema_momentum=beta2`` (an EMA of the
@@ -256,11 +274,13 @@ class KerasAdamax(keras.optimizers.Optimizer):
         index = self._index_dict[self._var_key(variable)]
         m1, m2 = self._m1[index], self._m2[index]
         t = tf.cast(self.iterations + 1, variable.dtype)
-        alpha = tf.cast(self.learning_rate, variable.dtype) * tf.sqrt(1.0 - tf.pow(self.beta2, t)) \
-            / (1.0 - tf.pow(self.beta1, t))
-        m1.assign(self.beta1 * m1 + (1.0 - self.beta1) * gradient if self.beta1 > 0 else gradient)
-        m2.assign(tf.maximum(self.beta2 * m2, tf.abs(gradient)))
-        variable.assign(self.multiplicative_decay * variable - alpha * m1 / (m2 + self.epsilon))
+        alpha = tf.cast(self.learning_rate, variable.dtype) * bias_correction(t, self.beta1, self.beta2)
+        w_new, m1_new, m2_new = moment_step(variable, m1, m2, gradient, alpha, self.beta1, self.epsilon,
+                                            self.multiplicative_decay,
+                                            lambda m2, g: adamax_second_moment(m2, g, self.beta2), lambda m2: m2)
+        m1.assign(m1_new)
+        m2.assign(m2_new)
+        variable.assign(w_new)
 
     def get_config(self):
         return {**super().get_config(), "learning_rate": self._serialize_hyperparameter(self._learning_rate),
