@@ -5,7 +5,7 @@
     x, y = next(iter(ds.train))   # uint8 [64, 16, 16, 3], int32 [64]
 
 Modules: ``config`` (DataConfig, per-problem defaults), ``pipeline`` (make_datasets),
-``sources`` (which source serves a problem) and one module per source: ``digits``, ``idx``
+``problems`` (which source serves a problem) and one module per source: ``digits``, ``idx``
 (MNIST idx files), ``keras_cache`` (the original's Keras-downloaded mnist and cifar10),
 ``folder``, ``tfrecords`` (the original's), ``tfds_source``; ``images`` and ``augment`` hold
 the pixel arithmetic. Each module's docstring states its rules.

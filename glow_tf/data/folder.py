@@ -9,7 +9,8 @@ Rules:
   * Pixels: converted with PIL's convert('RGB'): grayscale replicated to 3 channels, alpha
     dropped, palettes expanded.
   * Size: any size is accepted: the central square is cropped and resized to ``image_size``
-    (bilinear, antialiased when shrinking).
+    by ``images.centre_crop_and_resize`` (bilinear, antialiased, rounded), the rule of every
+    source that resizes and of ``sampling.read_image``.
   * Bad files: an image file that cannot be decoded to the end (corrupt, truncated, not an
     image) is skipped; the count and the first names go to a warning. No readable image at
     all, or fewer than 2, is a DataError.
@@ -24,6 +25,7 @@ from absl import logging
 from PIL import Image
 
 from glow_tf.data.errors import DataError
+from glow_tf.data.images import centre_crop_and_resize
 from glow_tf.data.source import ArraySplit, Source
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -110,8 +112,4 @@ def _read_image(path: str, size: int):
             image = image.convert("RGB")  # decodes the whole file: raises if truncated
     except (OSError, ValueError, Image.DecompressionBombError, SyntaxError):
         return None
-    width, height = image.size
-    side = min(width, height)
-    left, top = (width - side) // 2, (height - side) // 2
-    square = image.crop((left, top, left + side, top + side))
-    return np.asarray(square.resize((size, size), Image.BILINEAR), np.uint8)  # [S, S, 3]
+    return centre_crop_and_resize(np.asarray(image), size).numpy()  # [S, S, 3]

@@ -28,7 +28,7 @@ from glow_tf.data import images as image_ops
 from glow_tf.data.config import DEFAULT_EPOCH_SIZE, DataConfig
 from glow_tf.data.errors import DataError
 from glow_tf.data.source import ArraySplit, Source
-from glow_tf.data.sources import load_source
+from glow_tf.data.problems import load_source
 
 N_CHANNELS = 3
 # The original's tfrecord reader shuffles a buffer of n_batch * _SHUFFLE_FACTOR records.
@@ -68,101 +68,101 @@ class Datasets:
     info: DatasetInfo
 
 
-def make_datasets(cfg: DataConfig) -> Datasets:
-    """Loads ``cfg.problem``'s source (see ``sources``) and builds the three pipelines.
+def make_datasets(config: DataConfig) -> Datasets:
+    """Loads ``config.problem``'s source (see ``problems``) and builds the three pipelines.
 
     Raises DataError (a ValueError) naming the file or folder when the data are missing or bad.
     """
-    source = load_source(cfg)
-    image_size = cfg.resolved_image_size
+    source = load_source(config)
+    image_size = config.resolved_image_size
     if source.image_size % image_size:
-        raise DataError(f"{cfg.problem}: image_size {image_size} must divide the data's size "
+        raise DataError(f"{config.problem}: image_size {image_size} must divide the data's size "
                         f"{source.image_size} (area-downsampled by an integer factor, as the "
                         f"original)")
-    n_test = _resolve_n_test(cfg, source.test.num_examples)
-    info = DatasetInfo(problem=cfg.problem, image_size=image_size, n_channels=N_CHANNELS,
-                       n_y=source.n_y, n_train=_resolve_n_train(cfg, source.train.num_examples),
+    n_test = _resolve_n_test(config, source.test.num_examples)
+    info = DatasetInfo(problem=config.problem, image_size=image_size, n_channels=N_CHANNELS,
+                       n_y=source.n_y, n_train=_resolve_n_train(config, source.train.num_examples),
                        n_test=n_test, source=source.description)
-    init_x, init_y = next(iter(_train_batches(source, cfg, cfg.n_batch_init)))
+    init_x, init_y = next(iter(_train_batches(source, config, config.n_batch_init)))
     logging.info("data: %s", info)
-    return Datasets(train=_train_batches(source, cfg, cfg.n_batch_train),
-                    test=_test_batches(source, cfg, n_test),
+    return Datasets(train=_train_batches(source, config, config.n_batch_train),
+                    test=_test_batches(source, config, n_test),
                     init_batch=(init_x.numpy(), init_y.numpy()), info=info)
 
 
-def _resolve_n_train(cfg: DataConfig, available):
-    if cfg.n_train != -1:
-        return cfg.n_train
+def _resolve_n_train(config: DataConfig, available):
+    if config.n_train != -1:
+        return config.n_train
     if available is None:
         logging.info("%s: train split size unknown; epoch size n_train=%d (the original's "
-                     "default)", cfg.problem, DEFAULT_EPOCH_SIZE)
+                     "default)", config.problem, DEFAULT_EPOCH_SIZE)
         return DEFAULT_EPOCH_SIZE
     return available
 
 
-def _resolve_n_test(cfg: DataConfig, available):
+def _resolve_n_test(config: DataConfig, available):
     """-1: the problem's default capped at the split; explicit: must fit the split."""
-    if cfg.n_test == -1:
-        default = cfg.defaults.n_test
+    if config.n_test == -1:
+        default = config.defaults.n_test
         if default == -1 or (available is not None and available < default):
             return available
         return default
-    if available is not None and cfg.n_test > available:
-        raise DataError(f"{cfg.problem}: n_test={cfg.n_test} but the held-out split has "
+    if available is not None and config.n_test > available:
+        raise DataError(f"{config.problem}: n_test={config.n_test} but the held-out split has "
                         f"{available} examples")
-    return cfg.n_test
+    return config.n_test
 
 
-def _train_batches(source: Source, cfg: DataConfig, batch_size: int) -> tf.data.Dataset:
+def _train_batches(source: Source, config: DataConfig, batch_size: int) -> tf.data.Dataset:
     split = source.train
-    if cfg.shuffle_buffer != -1:
-        buffer = cfg.shuffle_buffer
+    if config.shuffle_buffer != -1:
+        buffer = config.shuffle_buffer
     elif isinstance(split, ArraySplit):
         buffer = split.num_examples
     else:
-        buffer = SHUFFLE_FACTOR * cfg.n_batch_train
+        buffer = SHUFFLE_FACTOR * config.n_batch_train
     if isinstance(split, ArraySplit):
         indices = tf.data.Dataset.range(split.num_examples)
-        indices = indices.shuffle(buffer, seed=cfg.seed, reshuffle_each_iteration=True).repeat()
-        batches = _gather(split, indices.batch(batch_size, drop_remainder=True), cfg)
+        indices = indices.shuffle(buffer, seed=config.seed, reshuffle_each_iteration=True).repeat()
+        batches = _gather(split, indices.batch(batch_size, drop_remainder=True), config)
     else:
-        elements = split.read(True, cfg.seed)
-        elements = elements.shuffle(buffer, seed=cfg.seed, reshuffle_each_iteration=True).repeat()
-        batches = _parse(split, elements, (cfg.seed, _CROP_SALT), cfg).batch(
+        elements = split.read(True, config.seed)
+        elements = elements.shuffle(buffer, seed=config.seed, reshuffle_each_iteration=True).repeat()
+        batches = _parse(split, elements, (config.seed, _CROP_SALT), config).batch(
             batch_size, drop_remainder=True)
-    return _finish(batches, source, cfg, cfg.augmentation_level)
+    return _finish(batches, source, config, config.augmentation_level)
 
 
-def _test_batches(source: Source, cfg: DataConfig, n_test: int) -> tf.data.Dataset:
+def _test_batches(source: Source, config: DataConfig, n_test: int) -> tf.data.Dataset:
     split = source.test
     if isinstance(split, ArraySplit):
-        batches = _gather(split, tf.data.Dataset.range(n_test).batch(cfg.n_batch_test), cfg)
+        batches = _gather(split, tf.data.Dataset.range(n_test).batch(config.n_batch_test), config)
     else:
-        elements = split.read(False, cfg.seed).take(n_test)
-        batches = _parse(split, elements, _TEST_CROP_SEED, cfg).batch(cfg.n_batch_test)
-    return _finish(batches, source, cfg, augmentation_level=0)
+        elements = split.read(False, config.seed).take(n_test)
+        batches = _parse(split, elements, _TEST_CROP_SEED, config).batch(config.n_batch_test)
+    return _finish(batches, source, config, augmentation_level=0)
 
 
-def _gather(split: ArraySplit, index_batches, cfg):
+def _gather(split: ArraySplit, index_batches, config):
     images, labels = tf.constant(split.images), tf.constant(split.labels)
     return index_batches.map(lambda i: (tf.gather(images, i), tf.gather(labels, i)),
-                             num_parallel_calls=_parallel_calls(cfg), deterministic=True)
+                             num_parallel_calls=_parallel_calls(config), deterministic=True)
 
 
-def _parse(split, elements, seed, cfg):
+def _parse(split, elements, seed, config):
     """Parses each element with its own stateless seed: fold_in(seed, element index)."""
     seed = tf.constant(seed, tf.int64)
     return elements.enumerate().map(
         lambda index, element: split.parse(
             element, tf.random.experimental.stateless_fold_in(seed, index)),
-        num_parallel_calls=_parallel_calls(cfg), deterministic=True)
+        num_parallel_calls=_parallel_calls(config), deterministic=True)
 
 
-def _finish(batches, source: Source, cfg: DataConfig, augmentation_level: int):
+def _finish(batches, source: Source, config: DataConfig, augmentation_level: int):
     """Augments (stateless, per batch index) and area-downsamples to image_size; prefetches."""
-    image_size = cfg.resolved_image_size
+    image_size = config.resolved_image_size
     if augmentation_level or source.image_size != image_size:
-        seed = tf.constant([cfg.seed, _AUGMENT_SALT], tf.int64)
+        seed = tf.constant([config.seed, _AUGMENT_SALT], tf.int64)
 
         def finish(step, batch):
             x, y = batch
@@ -172,12 +172,12 @@ def _finish(batches, source: Source, cfg: DataConfig, augmentation_level: int):
                 x = augment.random_affine(x, augmentation_level, step_seed)
             return image_ops.to_uint8(image_ops.area_downsample(x, image_size)), y
 
-        batches = batches.enumerate().map(finish, num_parallel_calls=_parallel_calls(cfg),
+        batches = batches.enumerate().map(finish, num_parallel_calls=_parallel_calls(config),
                                           deterministic=True)
     options = tf.data.Options()
     options.deterministic = True
     return batches.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
-def _parallel_calls(cfg: DataConfig) -> int:
-    return tf.data.AUTOTUNE if cfg.pmap == -1 else cfg.pmap
+def _parallel_calls(config: DataConfig) -> int:
+    return tf.data.AUTOTUNE if config.pmap == -1 else config.pmap

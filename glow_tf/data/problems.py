@@ -33,28 +33,28 @@ _TFRECORDS_HINT = ("or pass --data_dir holding the original's tfrecords "
                    "(DIR[/category]/train/train-rNN-s-SSSS-of-NNNN.tfrecords and validation/...).")
 
 
-def load_source(cfg: DataConfig) -> Source:
-    problem, image_size = cfg.problem, cfg.resolved_image_size
+def load_source(config: DataConfig) -> Source:
+    problem, image_size = config.problem, config.resolved_image_size
     if problem == "digits":
-        if cfg.data_dir:
+        if config.data_dir:
             logging.warning("digits: --data_dir %s ignored (the data ship with scikit-learn)",
-                            cfg.data_dir)
+                            config.data_dir)
         return load_digits(image_size)
     if problem == "folder":
-        return load_folder(cfg.data_dir, image_size, cfg.n_test, workers=max(cfg.pmap, 1))
-    if cfg.data_dir and not os.path.isdir(cfg.data_dir):
-        raise DataError(f"--data_dir {cfg.data_dir}: folder does not exist")
-    if problem == "mnist" and cfg.data_dir and has_mnist_files(cfg.data_dir):
-        return load_mnist_idx(cfg.data_dir)
+        return load_folder(config.data_dir, image_size, config.n_test, workers=max(config.pmap, 1))
+    if config.data_dir and not os.path.isdir(config.data_dir):
+        raise DataError(f"--data_dir {config.data_dir}: folder does not exist")
+    if problem == "mnist" and config.data_dir and has_mnist_files(config.data_dir):
+        return load_mnist_idx(config.data_dir)
     if problem in keras_cache.PROBLEMS:
-        found = keras_cache.find(problem, cfg.data_dir or keras_cache.cache_dir())
+        found = keras_cache.find(problem, config.data_dir or keras_cache.cache_dir())
         if found:
             return keras_cache.load(problem, found)
-    if problem in TFRECORD_PROBLEMS and cfg.data_dir:
-        tfrecord_dir = os.path.join(cfg.data_dir, cfg.category) if cfg.category else cfg.data_dir
+    if problem in TFRECORD_PROBLEMS and config.data_dir:
+        tfrecord_dir = os.path.join(config.data_dir, config.category) if config.category else config.data_dir
         if has_tfrecords(tfrecord_dir):
-            return load_tfrecords(tfrecord_dir, problem, image_size, cfg.defaults.n_y, cfg.fmap)
-    return load_tfds(problem, cfg.data_dir, image_size, cfg.category, cfg.defaults.n_y, cfg.fmap,
+            return load_tfrecords(tfrecord_dir, problem, image_size, config.defaults.n_y, config.fmap)
+    return load_tfds(problem, config.data_dir, image_size, config.category, config.defaults.n_y, config.fmap,
                      _not_found_hint(problem))
 
 
