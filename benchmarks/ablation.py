@@ -60,7 +60,7 @@ import sys
 import threading
 import time
 
-from glow_tf import checkpoints, train_lib  # before TensorFlow: glow_tf sets its environment (glow_tf/_env.py)
+from glow_tf import checkpoints, files, train_lib  # before TensorFlow: glow_tf sets its environment (glow_tf/_env.py)
 import matplotlib
 import numpy as np
 import tensorflow as tf
@@ -137,11 +137,11 @@ def run_config(grid, cell, seed, workdir, problem, data_dir):
     end), checkpoints are kept once, and there is no export: the ablation needs the test logs.
     """
     permutation, coupling = cell
-    return TrainConfig(**{**grid.flags, "problem": problem, "data_dir": data_dir},
-                       flow_permutation=permutation, flow_coupling=coupling, seed=seed,
-                       logdir=os.path.join(workdir, run_name(cell, seed)),
-                       n_train=grid.eval_every * grid.flags["n_batch_train"], epochs_full_valid=1,
-                       epochs_full_sample=10 ** 6, max_steps=grid.steps, keep_checkpoints=1, export=False)
+    return TrainConfig.from_flags({**grid.flags, "problem": problem, "data_dir": data_dir},
+                                  flow_permutation=permutation, flow_coupling=coupling, seed=seed,
+                                  logdir=os.path.join(workdir, run_name(cell, seed)),
+                                  n_train=grid.eval_every * grid.flags["n_batch_train"], epochs_full_valid=1,
+                                  epochs_full_sample=10 ** 6, max_steps=grid.steps, keep_checkpoints=1, export=False)
 
 
 def read_records(path):
@@ -184,7 +184,7 @@ def check_same_flags(config):
     if not os.path.exists(os.path.join(config.logdir, checkpoints.CONFIG_FILE)):
         return
     saved = checkpoints.read_run_config(config.logdir)["train"]
-    changed = [f"--{name} {saved.get(name)!r} (now {value!r})" for name, value in config.to_dict().items()
+    changed = [f"--{name} {saved.get(name)!r} (now {value!r})" for name, value in config.flags().items()
                if name != "logdir" and saved.get(name) != value]
     if changed:
         raise ValueError(f"{config.logdir} was trained with other flags: {', '.join(changed)}. "
@@ -234,7 +234,7 @@ def add_wall_seconds(workdir, name, seconds):
     """Adds a process's wall seconds on a run to WORKDIR/wall_seconds.json (so resumes add up)."""
     walls = read_wall_seconds(workdir)
     walls[name] = walls.get(name, 0.0) + seconds
-    checkpoints.write_json_atomic(os.path.join(workdir, WALL_SECONDS_FILE), walls)
+    files.write_json_atomic(os.path.join(workdir, WALL_SECONDS_FILE), walls)
 
 
 def train_run(config, label, workdir):
@@ -285,7 +285,7 @@ def collect_runs(configs, diverged, workdir):
         status = "finished" if is_finished(config) else "diverged" if name in diverged else "unfinished"
         steps, bits = read_curve(config)
         train_records = read_records(os.path.join(config.logdir, "train.txt"))
-        runs[name] = dict(flow_permutation=config.flow_permutation, flow_coupling=config.flow_coupling,
+        runs[name] = dict(flow_permutation=config.model.flow_permutation, flow_coupling=config.model.flow_coupling,
                           seed=config.seed, status=status, steps=steps, bits_per_dim=bits,
                           wall_seconds=walls.get(name),
                           train_seconds=train_records[-1]["train_time"] if train_records else None)
@@ -360,7 +360,7 @@ def plot(curves, grid, title, path):
     axes[0][0].set_ylabel("held-out bits/dim")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    checkpoints.write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    files.write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
 
 
@@ -407,13 +407,13 @@ def main(argv=None):
     runs = collect_runs(configs, diverged, args.workdir)
     curves = cell_curves(runs, grid)
     table = final_table(curves)
-    shared = {k: v for k, v in configs[0].to_dict().items() if k not in PER_RUN}
+    shared = {k: v for k, v in configs[0].flags().items() if k not in PER_RUN}
     results = dict(description=describe(grid, args.problem), steps=grid.steps, eval_every=grid.eval_every,
                    seeds=list(grid.seeds), cells=[list(cell) for cell in grid.cells], train_config=shared,
                    per_run_flags=list(PER_RUN), machine=machine(), runs=runs, table=table,
                    ordering=paper_ordering(table),
                    wall_seconds_total=sum(run["wall_seconds"] or 0.0 for run in runs.values()))
-    checkpoints.write_json_atomic(args.out + ".json", results)
+    files.write_json_atomic(args.out + ".json", results)
     plot(curves, grid, describe(grid, args.problem), args.out + ".png")
     print_final_table(table)
     print(f"wrote {args.out}.json and {args.out}.png; runs in {args.workdir}")

@@ -3,7 +3,7 @@ import json
 import os
 import time
 
-from glow_tf import checkpoints  # before TensorFlow: glow_tf sets its environment (glow_tf/_env.py)
+from glow_tf import files  # before TensorFlow: glow_tf sets its environment (glow_tf/_env.py)
 import numpy as np
 import tensorflow as tf
 
@@ -79,7 +79,7 @@ def update_results(section, values):
         with open(RESULTS) as f:
             results = json.load(f)
     results[section] = values
-    checkpoints.write_json_atomic(RESULTS, results)
+    files.write_json_atomic(RESULTS, results)
 
 
 def print_table(headers, rows):

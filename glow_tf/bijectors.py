@@ -14,9 +14,10 @@ A class-conditional model takes its labels as the bijector kwarg ``labels``
 binds them at construction (``GlowBijector(model, y=y)``, ``model.distribution(y)``). The kwarg
 cannot be called ``y``: TFP's ``Bijector.inverse(y, ...)`` already uses that name.
 """
-import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
+
+from glow_tf import latents
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -82,8 +83,8 @@ class GlowBijector(tfb.Bijector):
         self._y = y
         config = model.config
         self._image_shape = list(config.image_shape)
-        self._eps_shapes = [list(s) for s in config.eps_shapes()]
-        self._eps_sizes = [int(np.prod(s)) for s in self._eps_shapes]
+        self._eps_shapes = config.eps_shapes()
+        self._n_dims = latents.size(self._eps_shapes)
         super().__init__(forward_min_event_ndims=1, inverse_min_event_ndims=3, validate_args=validate_args,
                          parameters=parameters, name=name)
 
@@ -95,24 +96,20 @@ class GlowBijector(tfb.Bijector):
     def model(self):
         return self._model
 
-    def _labels(self, labels, batch):
-        return self._model._check_labels(self._y if labels is None else labels, batch)
-
     def _decode(self, eps_flat, labels):
         leading = tf.shape(eps_flat)[:-1]
-        flat = tf.reshape(eps_flat, [-1, sum(self._eps_sizes)])  # [N, D]
-        pieces = tf.split(flat, self._eps_sizes, axis=1)
-        eps = [tf.reshape(p, [-1] + shape) for p, shape in zip(pieces, self._eps_shapes)]
-        x, log_det = self._model._decode(eps, self._labels(labels, flat))
+        flat = tf.reshape(eps_flat, [-1, self._n_dims])  # [N, D]
+        x, log_det = self._model.decode_with_log_det(latents.unflatten(flat, self._eps_shapes),
+                                                     self._y if labels is None else labels)
         return tf.reshape(x, tf.concat([leading, self._image_shape], axis=0)), tf.reshape(log_det, leading)
 
     def _encode(self, x, labels):
         leading = tf.shape(x)[:-3]
         batch = tf.reshape(x, [-1] + self._image_shape)  # [N, H, W, C]
-        eps, _, log_det = self._model._encode(batch, self._labels(labels, batch))
-        flat = tf.concat([tf.reshape(e, [tf.shape(batch)[0], -1]) for e in eps], axis=1)  # [N, D]
-        return (tf.reshape(flat, tf.concat([leading, [sum(self._eps_sizes)]], axis=0)),
-                tf.reshape(log_det, leading))
+        encoding = self._model.encode_with_log_det(batch, self._y if labels is None else labels)
+        flat = latents.flatten(encoding.eps)  # [N, D]
+        return (tf.reshape(flat, tf.concat([leading, [self._n_dims]], axis=0)),
+                tf.reshape(encoding.log_det, leading))
 
     def _forward(self, eps, labels=None):
         return self._decode(eps, labels)[0]
@@ -133,10 +130,10 @@ class GlowBijector(tfb.Bijector):
         return tf.constant(self._image_shape, tf.int32)
 
     def _inverse_event_shape(self, output_shape):
-        return tf.TensorShape([sum(self._eps_sizes)])
+        return tf.TensorShape([self._n_dims])
 
     def _inverse_event_shape_tensor(self, output_shape):
-        return tf.constant([sum(self._eps_sizes)], tf.int32)
+        return tf.constant([self._n_dims], tf.int32)
 
 
 def glow_distribution(model, y=None):

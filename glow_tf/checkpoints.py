@@ -15,11 +15,11 @@ model and the EMA from it.
 import json
 import os
 import re
-import tempfile
 
 import tensorflow as tf
 from absl import logging
 
+from glow_tf import files, openai
 from glow_tf.config import GlowConfig
 from glow_tf.model import Glow
 from glow_tf.optim import PolyakAverage
@@ -28,31 +28,6 @@ CONFIG_FILE = "config.json"
 CHECKPOINTS_DIR = "checkpoints"
 BEST_DIR = "model_best_loss"
 EMA_KEY = "ema"
-
-
-def write_atomic(path, write):
-    """``write(binary file)`` into a temp file beside ``path``, renamed to ``path`` when done.
-
-    Readers (and a resumed run) never see a half-written file, even if the process is killed.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, staging = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=directory)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(handle, 0o666 & ~umask)  # mkstemp's 0600 would outlive the rename; as open() would
-    try:
-        with os.fdopen(handle, "wb") as f:
-            write(f)
-        os.replace(staging, path)
-    finally:
-        if os.path.exists(staging):
-            os.remove(staging)
-
-
-def write_json_atomic(path, value):
-    """Writes ``value`` as indented JSON to ``path`` (see ``write_atomic``)."""
-    write_atomic(path, lambda f: f.write((json.dumps(value, indent=2, sort_keys=True) + "\n").encode()))
 
 
 def read_run_config(logdir):
@@ -70,24 +45,15 @@ def read_run_config(logdir):
 def resolve(path):
     """(logdir, checkpoint prefix) for a training logdir, a checkpoint dir or a checkpoint prefix.
 
-    A logdir resolves to the latest checkpoint in its ``checkpoints/``; a checkpoint dir (one
-    with a ``checkpoint`` file) to its latest checkpoint, with its parent as the logdir.
+    A logdir (a directory with ``config.json``) resolves to the latest checkpoint in its
+    ``checkpoints/``; a checkpoint dir to its latest checkpoint, with its parent as the logdir.
     """
     path = os.path.abspath(os.fspath(path))
-    if os.path.isdir(path):
-        if os.path.exists(os.path.join(path, CONFIG_FILE)):
-            logdir, ckpt_dir = path, os.path.join(path, CHECKPOINTS_DIR)
-        else:
-            logdir, ckpt_dir = os.path.dirname(path), path
-        prefix = tf.train.latest_checkpoint(ckpt_dir)
-        if prefix is None:
-            raise ValueError(f"expected a training logdir, a checkpoint dir or a checkpoint prefix; "
-                             f"{path!r} is a directory without a checkpoint (looked in {ckpt_dir!r})")
-        return logdir, prefix
-    if os.path.exists(path + ".index"):
-        return os.path.dirname(os.path.dirname(path)), path
-    raise ValueError(f"expected a training logdir, a checkpoint dir or a checkpoint prefix (the path "
-                     f"before '.index'), got {path!r}, which does not exist")
+    expected = "a training logdir, a checkpoint dir or a checkpoint prefix"
+    if os.path.isdir(path) and os.path.exists(os.path.join(path, CONFIG_FILE)):
+        return path, files.checkpoint_prefix(os.path.join(path, CHECKPOINTS_DIR), expected)
+    prefix = files.checkpoint_prefix(path, expected)
+    return os.path.dirname(path if os.path.isdir(path) else os.path.dirname(path)), prefix
 
 
 # A key of the per-step layout (before flow steps were stacked): model/levels/0/flow_layers/3/...
@@ -108,6 +74,16 @@ def check_layout(prefix):
             f"{old[0]!r}); this glow_tf stacks each level's steps and cannot restore it. Either retrain, or "
             "export it with the glow_tf that wrote it (commit 75a29d9: python -m glow_tf.export --checkpoint "
             "LOGDIR --out DIR): a SavedModel does not depend on the layout and loads without glow_tf.")
+
+
+def is_glow_tf_checkpoint(prefix):
+    """glow_tf's (TF2 object-based) checkpoint, as opposed to the original's TF1 name-based one."""
+    return any(name == "_CHECKPOINTABLE_OBJECT_GRAPH" for name, _ in tf.train.list_variables(prefix))
+
+
+def has_openai_ema(prefix):
+    """Whether an original checkpoint holds the Polyak averages (``.../ExponentialMovingAverage``)."""
+    return any(name.endswith(openai.EMA_SUFFIX) for name, _ in tf.train.list_variables(prefix))
 
 
 def has_ema(prefix):

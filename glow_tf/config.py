@@ -1,89 +1,72 @@
 """GlowConfig: the model hyper-parameters, named and defaulted as the original's flags.
 
-Only what shapes the model lives here (training flags live in ``train_lib``). Defaults are the
+Only what shapes the model lives here (training flags live in ``train_config``). Defaults are the
 original train.py's, except ``image_size`` whose original default ``-1`` means "the problem's
-size" and is resolved by the data pipeline; here it is a concrete 32.
+size" and is resolved by the data pipeline; here it is a concrete 32, and
+``gradient_checkpointing``, False here and 1 in train.py as in the original. A new model
+hyper-parameter is one field here: its help, its rule, whether train.py has a flag for it and
+whether the original's hps hold it.
 """
 import dataclasses
 import json
-import math
 import os
 from typing import Any, Mapping
 
-# The original's `hps` keys that are model hyper-parameters, under our names.
-_OPENAI_MODEL_KEYS = ("image_size", "n_levels", "depth", "width", "n_bits_x", "flow_permutation",
-                      "flow_coupling", "learntop", "ycond", "n_y", "weight_y")
+from glow_tf import fields
 
 FLOW_PERMUTATIONS = {0: "reverse", 1: "shuffle", 2: "invertible 1x1 conv",
                      3: "invertible 1x1 conv, LU-decomposed"}
 FLOW_COUPLINGS = {0: "additive", 1: "affine"}
 
 
-def _expect(ok, name, expected, seen):
-    if not ok:
-        raise ValueError(f"GlowConfig.{name}: expected {expected}, got {seen!r}")
+def _model_field(default, help_text, rule, flag=True, hps="required"):
+    """A GlowConfig field; ``hps``: whether the original's hps dict holds it ("required",
+    "optional": default when absent, None: never read from it)."""
+    return fields.field(default, help_text, rule, flag=flag, metadata_hps=hps)
 
 
 @dataclasses.dataclass(frozen=True)
 class GlowConfig:
-    """Hyper-parameters of a Glow model.
+    """Hyper-parameters of a Glow model; each field's help says what it is (``fields.help_text``).
 
-    Attributes:
-      image_size: height = width of the images (square, as in the original).
-      n_channels: image channels (the original always uses 3; MNIST is tiled to RGB).
-      n_levels: number of multi-scale levels; ``image_size`` must be divisible by 2**n_levels.
-      depth: flow steps per level.
-      width: channels of the coupling network's hidden layers.
-      n_bits_x: bits per colour channel the model sees (1..8); n_bins = 2**n_bits_x.
-      flow_permutation: 0 reverse, 1 fixed random shuffle, 2 invertible 1x1 conv (plain W, as
-        the original), 3 invertible 1x1 conv with the LU parameterisation (the original's
-        disabled variant).
-      flow_coupling: 0 additive, 1 affine (sigmoid(h + 2) scale).
-      learntop: learn the top prior's mean/log-scale with a zero-initialised conv.
-      ycond: class-conditional top prior (and classifier head when weight_y > 0).
-      n_y: number of classes.
-      weight_y: weight of the classification loss (bits_y) in the training loss.
-      gradient_checkpointing: memory-saving mode: recompute activations in backprop.
-      seed: the initialisation seed, as the original's --seed: flow step i of level l draws its
-        1x1 conv's orthogonal W and its shuffle permutation from numpy's
-        ``RandomState([seed, l, i])``. The conv kernels' N(0, .05) draws follow TensorFlow's
-        global seed, as every Keras initialiser (train.py sets it from --seed as well). A
-        restored model keeps the values of its checkpoint whatever the seed.
+    The flag fields are train.py's flags of the same name (``train_config``); ``image_size``,
+    ``n_channels`` and ``n_y`` come from the data there, and ``seed`` from ``--seed``. Bad values
+    raise a ValueError (``fields.FieldError``) saying what was expected and what was seen.
     """
-    image_size: int = 32
-    n_channels: int = 3
-    n_levels: int = 3
-    depth: int = 32
-    width: int = 512
-    n_bits_x: int = 8
-    flow_permutation: int = 2
-    flow_coupling: int = 0
-    learntop: bool = False
-    ycond: bool = False
-    n_y: int = 10
-    weight_y: float = 0.0
-    gradient_checkpointing: bool = False
-    seed: int = 0
+    image_size: int = _model_field(32, "Height = width of the images (square, as in the original); must be "
+                                   "divisible by 2**n_levels.", fields.POSITIVE_INT, flag=False)
+    n_channels: int = _model_field(3, "Image channels (the original always uses 3; MNIST is tiled to RGB).",
+                                   fields.POSITIVE_INT, flag=False, hps=None)
+    n_levels: int = _model_field(3, "Number of levels.", fields.POSITIVE_INT)
+    depth: int = _model_field(32, "Flow steps per level.", fields.POSITIVE_INT)
+    width: int = _model_field(512, "Width of the coupling networks' hidden layers.", fields.POSITIVE_INT)
+    n_bits_x: int = _model_field(8, "Number of bits of x.", fields.int_in(1, 8))
+    flow_permutation: int = _model_field(
+        2, "Permutation: " + ", ".join(f"{k}={v}" for k, v in FLOW_PERMUTATIONS.items()) + " (plain W, as the "
+        "original; 3 is the original's disabled LU variant).", fields.one_of(FLOW_PERMUTATIONS, FLOW_PERMUTATIONS))
+    flow_coupling: int = _model_field(0, "Coupling: " + ", ".join(f"{k}={v}" for k, v in FLOW_COUPLINGS.items())
+                                      + ".", fields.one_of(FLOW_COUPLINGS, FLOW_COUPLINGS))
+    learntop: bool = _model_field(False, "Learn the spatial (top) prior.", fields.BOOL)
+    ycond: bool = _model_field(False, "Class-conditional prior (and classifier with --weight_y > 0).", fields.BOOL)
+    n_y: int = _model_field(10, "Number of classes.", fields.POSITIVE_INT, flag=False)
+    weight_y: float = _model_field(0.0, "Weight of the classification loss log p(y|x) (needs --ycond).",
+                                   fields.float_at_least(0), hps="optional")
+    gradient_checkpointing: bool = _model_field(
+        False, "The memory-saving mode, under the original's flag name (its memory_saving_gradients): 1 "
+        "recomputes each flow step's input in backprop by inverting the step instead of storing it "
+        "(glow_tf/reversible.py); 0: plain backprop. glow_tf's code and docs call it the memory-saving mode.",
+        fields.BOOL, hps="optional")
+    seed: int = _model_field(
+        0, "The initialisation seed, as the original's --seed: flow step i of level l draws its 1x1 conv's "
+        "orthogonal W and its shuffle permutation from numpy's RandomState([seed, l, i]); the conv kernels' "
+        "N(0, .05) draws follow TensorFlow's global seed (train.py sets it from --seed as well). A restored "
+        "model keeps the values of its checkpoint whatever the seed.", fields.int_at_least(0), flag=False,
+        hps="optional")
 
     def __post_init__(self):
-        for name in ("image_size", "n_channels", "n_levels", "depth", "width", "n_bits_x", "n_y"):
-            value = getattr(self, name)
-            _expect(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-                    name, "a positive int", value)
-        _expect(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
-                "seed", "an int >= 0", self.seed)
-        _expect(1 <= self.n_bits_x <= 8, "n_bits_x", "an int in 1..8", self.n_bits_x)
-        _expect(self.image_size % (2 ** self.n_levels) == 0, "image_size",
-                f"a multiple of 2**n_levels = {2 ** self.n_levels} (n_levels={self.n_levels})",
-                self.image_size)
-        _expect(self.flow_permutation in FLOW_PERMUTATIONS, "flow_permutation",
-                f"one of {FLOW_PERMUTATIONS}", self.flow_permutation)
-        _expect(self.flow_coupling in FLOW_COUPLINGS, "flow_coupling",
-                f"one of {FLOW_COUPLINGS}", self.flow_coupling)
-        for name in ("learntop", "ycond", "gradient_checkpointing"):
-            _expect(isinstance(getattr(self, name), bool), name, "a bool", getattr(self, name))
-        _expect(isinstance(self.weight_y, (int, float)) and math.isfinite(self.weight_y)
-                and self.weight_y >= 0, "weight_y", "a finite float >= 0", self.weight_y)
+        fields.check(self, "GlowConfig.")
+        fields.expect(self.image_size % (2 ** self.n_levels) == 0, "GlowConfig.", "image_size",
+                      f"a multiple of 2**n_levels = {2 ** self.n_levels} (n_levels={self.n_levels})", self.image_size)
 
     @property
     def n_bins(self) -> int:
@@ -135,25 +118,20 @@ class GlowConfig:
     def from_openai_hparams(cls, hparams) -> "GlowConfig":
         """Config from the original's `hps`: a dict, a JSON file, or its logs/train.txt.
 
-        The original's train.txt starts with one line holding the hps as JSON.
+        The original's train.txt starts with one line holding the hps as JSON. Each field's
+        ``hps`` mark says whether the hps must hold it; values are cast to the field's type (the
+        original wrote its booleans as 0/1).
         """
         if isinstance(hparams, (str, os.PathLike)):
             hparams = read_openai_hparams(hparams)
         if not isinstance(hparams, Mapping):
             raise ValueError(f"hparams: expected a dict or a path, got {type(hparams).__name__}")
-        missing = [k for k in _OPENAI_MODEL_KEYS if k not in hparams and k != "weight_y"]
+        read = [f for f in dataclasses.fields(cls) if f.metadata["hps"] is not None]
+        required = [f.name for f in read if f.metadata["hps"] == "required"]
+        missing = [name for name in required if name not in hparams]
         if missing:
-            raise ValueError(f"hparams: missing model keys {missing}; expected all of {list(_OPENAI_MODEL_KEYS)}")
-        values = {k: hparams[k] for k in _OPENAI_MODEL_KEYS if k in hparams}
-        for k in ("learntop", "ycond"):
-            values[k] = bool(values[k])
-        for k in ("image_size", "n_levels", "depth", "width", "n_bits_x", "flow_permutation",
-                  "flow_coupling", "n_y"):
-            values[k] = int(values[k])
-        values["weight_y"] = float(values.get("weight_y", 0.0))
-        values["gradient_checkpointing"] = bool(hparams.get("gradient_checkpointing", 0))
-        values["seed"] = int(hparams.get("seed", 0))
-        return cls(**values)
+            raise ValueError(f"hparams: missing model keys {missing}; expected all of {required}")
+        return cls(**{f.name: type(f.default)(hparams[f.name]) for f in read if f.name in hparams})
 
 
 def read_openai_hparams(path) -> dict:

@@ -47,141 +47,156 @@ import os
 import shutil
 import tempfile
 import time
+import types
 
 import tensorflow as tf
 from absl import flags
 from tqdm import tqdm
 
 from glow_tf import cli
-from glow_tf.model import Glow, standard_normal_log_prob
+from glow_tf.model import Glow
 
-def serving_module(model: Glow, seed: int = 0):
-    """(tf.Module, {signature name: tf.function}) serving ``model``; see the module docstring.
 
-    The signature functions take their inputs positionally, in the order of their
-    ``input_signature`` (whose spec names are the SavedModel's input names).
+class ServingModule(tf.Module):
+    """What the SavedModel holds: ``model``'s weights, its noise generator, config and functions.
 
-    The module tracks the model's variables, not the tf_keras Model itself, so that saving it
-    writes the functions below and the weights only (a saved Keras model would also trace and
-    serialise every layer's ``call``).
+    Args:
+      model: an initialised ``glow_tf.Glow``.
+      seed: the seed of ``noise_generator`` (see the module docstring).
+
+    ``signatures()`` gives the serving signatures, which take their inputs positionally in the
+    order of their ``input_signature`` (whose spec names are the SavedModel's input names), ``y``
+    last for class-conditional models. The module tracks the model's variables, not the tf_keras
+    Model itself, so that saving it writes these functions and the weights only (a saved Keras
+    model would also trace and serialise every layer's ``call``). The model code has no
+    tensor-dependent Python control flow, so every function is traced without AutoGraph
+    (AutoGraph conversion of every layer makes tracing several times slower), and every
+    function calls one of two shared bodies, ``_encode`` and ``_decode``, traced once per
+    input signature.
     """
-    if not isinstance(model, Glow):
-        raise ValueError(f"serving_module: expected a glow_tf.Glow, got {type(model).__name__}")
-    if not bool(model.initialized.numpy()):
-        raise ValueError("serving_module: expected an initialised model (model.initialize(x) or a restored "
-                         "checkpoint), got one whose data-dependent init has not run")
-    config = model.config
-    n_bins = float(config.n_bins)
-    eps_shapes = config.eps_shapes()
-    eps_names = [f"eps_{level}" for level in range(config.n_levels)]
 
-    module = tf.Module(name="glow")
-    module.model_variables = list(model.variables)
-    module.noise_generator = tf.random.Generator.from_seed(seed)
-    module.config_json = tf.Variable(json.dumps({
-        "model": config.to_dict(), "eps_shapes": [list(s) for s in eps_shapes],
-        "has_classifier": config.has_classifier}), trainable=False, name="config_json")
+    def __init__(self, model: Glow, seed: int = 0):
+        if not isinstance(model, Glow):
+            raise ValueError(f"ServingModule: expected a glow_tf.Glow, got {type(model).__name__}")
+        if not bool(model.initialized.numpy()):
+            raise ValueError("ServingModule: expected an initialised model (model.initialize(x) or a restored "
+                             "checkpoint), got one whose data-dependent init has not run")
+        super().__init__(name="glow")
+        config = model.config
+        # Held outside tf.Module's tracking (see the class docstring); model_variables are saved.
+        self._untracked = types.SimpleNamespace(model=model, config=config)
+        self.model_variables = list(model.variables)
+        self.noise_generator = tf.random.Generator.from_seed(seed)
+        self.config_json = tf.Variable(json.dumps({
+            "model": config.to_dict(), "eps_shapes": [list(s) for s in config.eps_shapes()],
+            "has_classifier": config.has_classifier}), trainable=False, name="config_json")
+        continuous_spec = tf.TensorSpec([None, *config.image_shape], tf.float32, name="x")
+        # log_prob(x, y=...) with named parameters on the loaded object; y only for ycond models.
+        self.log_prob = tf.function(self._log_prob, input_signature=[continuous_spec, *self._label_specs()],
+                                    autograph=False)
+        # Nothing else is traced here but the two forms of `sample` (its temperature has a default,
+        # which an input_signature cannot express): tf.saved_model.save traces in its own context
+        # and would trace anything traced before a second time.
+        count_spec = tf.TensorSpec([], tf.int32, name="n")
+        self.sample.get_concrete_function(count_spec, *self._label_specs())
+        self.sample.get_concrete_function(count_spec, *self._label_specs(),
+                                          temperature=tf.TensorSpec(None, tf.float32))
 
-    def checked_labels(y, batch):
-        """The run-time checks a loaded model keeps (Glow's Python checks are not exported)."""
-        if not config.ycond:
-            return None
-        y = tf.convert_to_tensor(y, tf.int32)
-        with tf.control_dependencies([
-                tf.debugging.assert_equal(tf.shape(y)[0], tf.shape(batch)[0],
-                                          message="y: expected one label per example"),
-                tf.debugging.assert_non_negative(y, message=f"y: expected labels in [0, {config.n_y})"),
-                tf.debugging.assert_less(y, config.n_y, message=f"y: expected labels in [0, {config.n_y})")]):
-            return tf.identity(y)
+    @property
+    def model(self) -> Glow:
+        return self._untracked.model
 
-    # The model code has no tensor-dependent Python control flow, so every function is traced
-    # without AutoGraph (AutoGraph conversion of every layer makes tracing several times slower).
-    # Every function below calls one of these two shared bodies, traced once per direction.
+    def _label_specs(self):
+        return [tf.TensorSpec([None], tf.int32, name="y")] if self._untracked.config.ycond else []
+
+    # ---------------------------------------------------------------- the shared bodies
     @tf.function(autograph=False)
-    def encode_continuous(x, y):
-        eps, z_top, log_det = model._encode(x, checked_labels(y, x))
-        log_prob = tf.add_n([standard_normal_log_prob(e) for e in eps]) + log_det  # [N]
-        outputs = dict(zip(eps_names, eps), log_prob=log_prob)
-        if config.has_classifier:
-            outputs["y_logits"] = model._classify(z_top)  # [N, n_y]
+    def _encode(self, x, y):
+        """x continuous [N, H, W, C] -> {eps_i, log_prob [N], y_logits [N, n_y] (classifier models)}."""
+        model = self.model
+        encoding = model.encode_with_log_det(x, model.check_labels(y, x, runtime_checks=True))
+        outputs = {f"eps_{level}": eps for level, eps in enumerate(encoding.eps)}
+        outputs["log_prob"] = encoding.log_prob  # [N]
+        if model.config.has_classifier:
+            outputs["y_logits"] = model.logits_from_top(encoding.z_top)  # [N, n_y]
         return outputs
 
-    def encode_uint8(x, y):
-        noise = module.noise_generator.uniform(tf.shape(x), 0.0, 1.0 / n_bins)  # [N, H, W, C]
-        outputs = encode_continuous(model.preprocess(x, tf.ensure_shape(noise, x.shape)), y)
-        outputs["bits_per_dim"] = model._bits_x(outputs.pop("log_prob"))
-        return outputs
-
     @tf.function(autograph=False)
-    def decode_eps(eps, y):
-        x, _ = model._decode(eps, checked_labels(y, eps[0]))  # [N, H, W, C]
+    def _decode(self, eps, y):
+        """List of latents -> {image uint8 [N, H, W, C], x float32 [N, H, W, C] (continuous)}."""
+        model = self.model
+        x = model.decode_with_log_det(eps, model.check_labels(y, eps[0], runtime_checks=True)).x
         return {"image": model.postprocess(x), "x": x}
 
-    def sample_eps(n, temperature):
+    def _encode_uint8(self, x, y):
+        """The original's dequantisation with the saved generator's noise, then ``_encode``, bits_x."""
+        model = self.model
+        noise = self.noise_generator.uniform(tf.shape(x), 0.0, 1.0 / model.config.n_bins)  # [N, H, W, C]
+        outputs = self._encode(model.preprocess(x, tf.ensure_shape(noise, x.shape)), y)
+        outputs["bits_per_dim"] = model.bits_x(outputs.pop("log_prob"))  # [N]
+        return outputs
+
+    def _sample_eps(self, n, temperature):
+        """Every level's eps ~ N(0, temperature**2) from the saved generator (temperature scalar or [n])."""
         temperature = tf.reshape(tf.cast(temperature, tf.float32), [-1, 1, 1, 1])
-        return [module.noise_generator.normal(tf.concat([[n], shape], axis=0)) * temperature
-                for shape in eps_shapes]
+        return [self.noise_generator.normal(tf.concat([[n], shape], axis=0)) * temperature
+                for shape in self._untracked.config.eps_shapes()]
 
-    # Signature bodies: inputs in signature order, y last (None for unconditional models).
-    def encode_signature(x, y):
-        return encode_uint8(x, y)
-
-    def decode_signature(*eps, y):
-        return decode_eps(list(eps), y)
-
-    def sample_signature(temperature, y):
-        return {"image": decode_eps(sample_eps(tf.shape(temperature)[0], temperature), y)["image"]}
-
-    def bits_per_dim_signature(x, y):
-        return {"bits_per_dim": encode_uint8(x, y)["bits_per_dim"]}
-
-    def signature(body, input_specs):
-        """tf.function of the signature's inputs (y last when ycond), positional, named by spec."""
-        if config.ycond:
-            return tf.function(lambda *inputs: body(*inputs[:-1], y=inputs[-1]), autograph=False,
-                               input_signature=input_specs + [label_spec])
-        return tf.function(lambda *inputs: body(*inputs, y=None), input_signature=input_specs, autograph=False)
-
-    # Nothing is traced here but the two forms of `sample` (its temperature has a default, which
-    # an input_signature cannot express): tf.saved_model.save traces in its own context and
-    # would trace anything traced before a second time.
-    image_spec = tf.TensorSpec([None, *config.image_shape], tf.uint8, name="x")
-    label_spec = tf.TensorSpec([None], tf.int32, name="y")
-    labels = [label_spec] if config.ycond else []
-    eps_specs = [tf.TensorSpec([None, *shape], tf.float32, name=name) for shape, name in zip(eps_shapes, eps_names)]
-    signatures = {
-        "encode": signature(encode_signature, [image_spec]),
-        "decode": signature(decode_signature, eps_specs),
-        "sample": signature(sample_signature, [tf.TensorSpec([None], tf.float32, name="temperature")]),
-        "bits_per_dim": signature(bits_per_dim_signature, [image_spec]),
-    }
-    signatures["serving_default"] = signatures["sample"]
-
-    continuous_spec = tf.TensorSpec([None, *config.image_shape], tf.float32, name="x")
-    if config.ycond:  # named parameters: log_prob(x, y=...) works on the loaded object
-        log_prob = tf.function(lambda x, y: encode_continuous(x, y)["log_prob"],
-                               input_signature=[continuous_spec, label_spec], autograph=False)
-    else:
-        log_prob = tf.function(lambda x: encode_continuous(x, None)["log_prob"],
-                               input_signature=[continuous_spec], autograph=False)
+    # ------------------------------------------------------------ the loaded object's API
+    def _log_prob(self, x, y=None):
+        return self._encode(x, y)["log_prob"]
 
     @tf.function(autograph=False)
-    def sample(n, y=None, temperature=1.0):
-        return decode_eps(sample_eps(n, temperature), y)["image"]
+    def sample(self, n, y=None, temperature=1.0):
+        """n uint8 images [n, H, W, C] (temperature scalar or [n]), as Glow.sample."""
+        return self._decode(self._sample_eps(n, temperature), y)["image"]
 
     @tf.function(input_signature=[tf.TensorSpec([], tf.int64, name="seed")], autograph=False)
-    def reseed(seed):
-        # The state tf.random.Generator.from_seed(<Python int>) makes: [seed, 0, ...]. (A tensor
-        # seed would be laid out differently, [..., 0, seed], and draw other numbers.)
-        state_size = module.noise_generator.state.shape[0]
-        module.noise_generator.reset(tf.pad(tf.reshape(seed, [1]), [[0, state_size - 1]]))
+    def reseed(self, seed):
+        """Restarts noise_generator as tf.random.Generator.from_seed(seed) would start it."""
+        # The state from_seed(<Python int>) makes: [seed, 0, ...]. (A tensor seed would be laid
+        # out differently, [..., 0, seed], and draw other numbers.)
+        state_size = self.noise_generator.state.shape[0]
+        self.noise_generator.reset(tf.pad(tf.reshape(seed, [1]), [[0, state_size - 1]]))
         return seed
 
-    count_spec = tf.TensorSpec([], tf.int32, name="n")
-    sample.get_concrete_function(count_spec, *labels)
-    sample.get_concrete_function(count_spec, *labels, temperature=tf.TensorSpec(None, tf.float32))
-    module.log_prob, module.sample, module.reseed = log_prob, sample, reseed
-    return module, signatures
+    # ------------------------------------------------------------------- the signatures
+    def _inputs_and_labels(self, inputs):
+        """A signature's positional inputs -> (its own inputs, y or None): y comes last when ycond."""
+        if self._untracked.config.ycond:
+            return inputs[:-1], inputs[-1]
+        return inputs, None
+
+    def _encode_signature(self, *inputs):
+        (x,), y = self._inputs_and_labels(inputs)
+        return self._encode_uint8(x, y)
+
+    def _decode_signature(self, *inputs):
+        eps, y = self._inputs_and_labels(inputs)
+        return self._decode(list(eps), y)
+
+    def _sample_signature(self, *inputs):
+        (temperature,), y = self._inputs_and_labels(inputs)
+        return {"image": self._decode(self._sample_eps(tf.shape(temperature)[0], temperature), y)["image"]}
+
+    def _bits_per_dim_signature(self, *inputs):
+        (x,), y = self._inputs_and_labels(inputs)
+        return {"bits_per_dim": self._encode_uint8(x, y)["bits_per_dim"]}
+
+    def signatures(self):
+        """{signature name: tf.function} for ``tf.saved_model.save(module, path, signatures=...)``."""
+        config = self._untracked.config
+        image_spec = tf.TensorSpec([None, *config.image_shape], tf.uint8, name="x")
+        eps_specs = [tf.TensorSpec([None, *shape], tf.float32, name=f"eps_{level}")
+                     for level, shape in enumerate(config.eps_shapes())]
+        temperature_spec = tf.TensorSpec([None], tf.float32, name="temperature")
+        signatures = {name: tf.function(body, input_signature=specs + self._label_specs(), autograph=False)
+                      for name, body, specs in (("encode", self._encode_signature, [image_spec]),
+                                                ("decode", self._decode_signature, eps_specs),
+                                                ("sample", self._sample_signature, [temperature_spec]),
+                                                ("bits_per_dim", self._bits_per_dim_signature, [image_spec]))}
+        signatures["serving_default"] = signatures["sample"]
+        return signatures
 
 
 def _check_target(path, overwrite):
@@ -238,10 +253,10 @@ def export_saved_model(model, path, use_ema=True, overwrite=False, seed=0) -> st
     if isinstance(model, (str, os.PathLike)):
         from glow_tf import checkpoints  # the training side; only needed for checkpoint paths
         model = checkpoints.restore_model(model, use_ema=use_ema)
-    module, signatures = serving_module(model, seed=seed)
+    module = ServingModule(model, seed=seed)
     path = os.path.abspath(os.fspath(path))
     with _atomic_directory(path, overwrite) as staging:
-        tf.saved_model.save(module, staging, signatures=signatures)
+        tf.saved_model.save(module, staging, signatures=module.signatures())
     return path
 
 

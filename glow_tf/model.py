@@ -16,6 +16,7 @@ and the original's per-example objective is ``log p(x) - log(n_bins) * D``.
 """
 import math
 import types
+from typing import List, NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -25,8 +26,6 @@ from glow_tf.config import GlowConfig
 from glow_tf.layers import (ActNorm, FlowChain, FlowScan, LinearZeros, Split, TopPrior, data_dependent_init,
                             make_coupling, make_permutation, squeeze2d, unsqueeze2d)
 
-# The original's sampling temperatures for sample grids (train.py draw_samples).
-DEFAULT_TEMPERATURES = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -47,6 +46,55 @@ class FlowStep(FlowChain):
 def standard_normal_log_prob(eps):
     """log N(eps; 0, I) summed over H, W, C: [N, H, W, C] -> [N]."""
     return -0.5 * tf.reduce_sum(_LOG_2PI + tf.square(eps), axis=[1, 2, 3])
+
+
+class Encoding(NamedTuple):
+    """``Glow.encode_with_log_det``: x -> latents, with what the objective and classifier need."""
+    eps: List[tf.Tensor]  # n_levels standardised latents [N, h, w, c], level 0 first
+    z_top: tf.Tensor      # [N, h, w, c] the top level's z before its prior: the classifier's input
+    log_det: tf.Tensor    # [N] log|det d(eps_0 .. eps_{L-1}) / dx|
+
+    @property
+    def log_prob(self):
+        """[N] nats: log p(x) = sum_levels log N(eps_i; 0, I) + log_det."""
+        return tf.add_n([standard_normal_log_prob(e) for e in self.eps]) + self.log_det
+
+
+class Decoding(NamedTuple):
+    """``Glow.decode_with_log_det``: latents -> continuous x."""
+    x: tf.Tensor        # [N, H, W, C] continuous, before postprocess
+    log_det: tf.Tensor  # [N] log|det dx / d(eps_0 .. eps_{L-1})|
+
+
+def check_labels(y, n_y, batch_size=None, runtime_checks=False):
+    """int32 labels [N] in [0, n_y), or a ValueError saying what was expected and what was seen.
+
+    The dtype, the rank and (when both are known) the count against ``batch_size`` are checked
+    from the static shape; the values when running eagerly. ``runtime_checks`` adds graph
+    assertions of the count and values, for functions that outlive Python (the SavedModel's
+    signatures): they raise InvalidArgumentError when called.
+    """
+    y = tf.convert_to_tensor(y)
+    if not y.dtype.is_integer:
+        raise ValueError(f"y: expected integer labels, got dtype {y.dtype.name}")
+    if y.shape.rank != 1:
+        raise ValueError(f"y: expected shape [N], got {y.shape}")
+    static_size = batch_size if isinstance(batch_size, (int, type(None))) else tf.get_static_value(batch_size)
+    if static_size is not None and y.shape[0] is not None and y.shape[0] != static_size:
+        raise ValueError(f"y: expected {static_size} labels (one per image), got {y.shape[0]}")
+    if tf.executing_eagerly() and y.shape[0]:
+        low, high = int(tf.reduce_min(y)), int(tf.reduce_max(y))
+        if low < 0 or high >= n_y:
+            raise ValueError(f"y: expected labels in [0, {n_y}), got values in [{low}, {high}]")
+    y = tf.cast(y, tf.int32)
+    if not runtime_checks:
+        return y
+    in_range = f"y: expected labels in [0, {n_y})"
+    with tf.control_dependencies([
+            tf.debugging.assert_equal(tf.shape(y)[0], batch_size, message="y: expected one label per example"),
+            tf.debugging.assert_non_negative(y, message=in_range),
+            tf.debugging.assert_less(y, n_y, message=in_range)]):
+        return tf.identity(y)
 
 
 class Glow(keras.Model):
@@ -90,26 +138,18 @@ class Glow(keras.Model):
                              f"(use model.preprocess on uint8 images), got dtype {x.dtype.name}")
         return tf.cast(x, dtype)
 
-    def _check_labels(self, y, batch_like):
-        """Returns int32 labels [N] for ycond models, None otherwise (the label is unused)."""
+    def check_labels(self, y, batch_like, runtime_checks=False):
+        """int32 labels [N] for ycond models (``check_labels``), None otherwise (the label is unused).
+
+        ``batch_like``: a tensor whose first dimension is the batch the labels go with.
+        """
         if not self.config.ycond:
             return None
         if y is None:
             raise ValueError(f"y: this model is class-conditional (ycond, n_y={self.config.n_y}); "
                              "expected int labels [N], got None")
-        y = tf.convert_to_tensor(y)
-        if not y.dtype.is_integer:
-            raise ValueError(f"y: expected integer labels, got dtype {y.dtype.name}")
-        if y.shape.rank != 1:
-            raise ValueError(f"y: expected shape [N], got {y.shape}")
-        n = batch_like.shape[0]
-        if n is not None and y.shape[0] is not None and y.shape[0] != n:
-            raise ValueError(f"y: expected {n} labels (one per image), got {y.shape[0]}")
-        if tf.executing_eagerly() and y.shape[0]:
-            low, high = int(tf.reduce_min(y)), int(tf.reduce_max(y))
-            if low < 0 or high >= self.config.n_y:
-                raise ValueError(f"y: expected labels in [0, {self.config.n_y}), got values in [{low}, {high}]")
-        return tf.cast(y, tf.int32)
+        batch_size = batch_like.shape[0] if not runtime_checks else tf.shape(batch_like)[0]
+        return check_labels(y, self.config.n_y, batch_size, runtime_checks)
 
     def _check_eps(self, eps):
         shapes = self.config.eps_shapes()
@@ -139,14 +179,14 @@ class Glow(keras.Model):
                 log_det += split_log_det
         return eps, z, log_det
 
-    def _encode(self, x, y):
-        """x -> (eps list, top z, log|det d eps / dx| [N])."""
+    def _encode(self, x, y) -> Encoding:
+        """The flow and the top prior on checked inputs (x float32, y int32 or None)."""
         eps, z_top, log_det = self._flow_to_top(x)
         top_eps, top_log_det = self.top_prior.forward(z_top, y)
-        return eps + [top_eps], z_top, log_det + top_log_det
+        return Encoding(eps + [top_eps], z_top, log_det + top_log_det)
 
-    def _decode(self, eps, y):
-        """eps list -> (x, log|det dx / d eps| [N])."""
+    def _decode(self, eps, y) -> Decoding:
+        """The inverse of ``_encode`` on checked inputs."""
         z, log_det = self.top_prior.inverse(eps[-1], y)
         for level in reversed(range(len(self.levels))):
             if level < len(self.splits):
@@ -154,11 +194,7 @@ class Glow(keras.Model):
                 log_det += split_log_det
             z, level_log_det = self.levels[level].inverse(z)
             log_det += level_log_det
-        return unsqueeze2d(z), log_det  # [N, H, W, C]
-
-    def _log_prob_and_top(self, x, y):
-        eps, z_top, log_det = self._encode(x, y)
-        return tf.add_n([standard_normal_log_prob(e) for e in eps]) + log_det, z_top
+        return Decoding(unsqueeze2d(z), log_det)  # x [N, H, W, C]
 
     # ------------------------------------------------------------------ public contract
     def preprocess(self, x, noise=None):
@@ -188,28 +224,36 @@ class Glow(keras.Model):
 
     def log_prob(self, x, y=None):
         """[N] nats: density of the continuous x [N, H, W, C] in [-.5, .5)."""
-        x = self._check_images(x, "x", tf.float32)
-        return self._log_prob_and_top(x, self._check_labels(y, x))[0]
+        return self.encode_with_log_det(x, y).log_prob
 
     def bits_per_dim(self, x, y=None, noise=None):
         """[N]: the original's bits_x of uint8 images x: -objective / (log(2) * H * W * C)."""
         continuous = self.preprocess(x, noise)
-        return self._bits_x(self.log_prob(continuous, y))
+        return self.bits_x(self.log_prob(continuous, y))
 
-    def _bits_x(self, log_prob):
+    def bits_x(self, log_prob):
+        """[N] the original's bits_x from log p(x) [N]: -(log_prob - log(n_bins) * D) / (log(2) * D)."""
         n_dims = self.config.n_dims
         objective = log_prob - math.log(self.config.n_bins) * n_dims
         return -objective / (math.log(2.0) * n_dims)
 
+    def encode_with_log_det(self, x, y=None) -> Encoding:
+        """Continuous x [N, H, W, C] -> ``Encoding(eps, z_top, log_det)``, with log p(x) as ``.log_prob``."""
+        x = self._check_images(x, "x", tf.float32)
+        return self._encode(x, self.check_labels(y, x))
+
+    def decode_with_log_det(self, eps, y=None) -> Decoding:
+        """List of latents (level 0 first) -> ``Decoding(x, log_det)``, x continuous."""
+        eps = self._check_eps(eps)
+        return self._decode(eps, self.check_labels(y, eps[0]))
+
     def encode(self, x, y=None):
         """Continuous x -> list of n_levels standardised latents (level 0 first), NHWC."""
-        x = self._check_images(x, "x", tf.float32)
-        return self._encode(x, self._check_labels(y, x))[0]
+        return self.encode_with_log_det(x, y).eps
 
     def decode(self, eps, y=None):
         """Inverse of ``encode``: list of latents -> continuous x (before postprocess)."""
-        eps = self._check_eps(eps)
-        return self._decode(eps, self._check_labels(y, eps[0]))[0]
+        return self.decode_with_log_det(eps, y).x
 
     def y_logits(self, x):
         """[N, n_y] classifier logits from the mean over H, W of the top z (ycond, weight_y > 0)."""
@@ -217,9 +261,10 @@ class Glow(keras.Model):
             raise ValueError("y_logits: this model has no classifier; expected ycond=True and weight_y > 0, "
                              f"got ycond={self.config.ycond}, weight_y={self.config.weight_y}")
         x = self._check_images(x, "x", tf.float32)
-        return self._classify(self._flow_to_top(x)[1])
+        return self.logits_from_top(self._flow_to_top(x)[1])
 
-    def _classify(self, z_top):
+    def logits_from_top(self, z_top):
+        """[N, n_y] classifier logits from the top z [N, h, w, c] (``Encoding.z_top``): its mean over h, w."""
         return self.classifier(tf.reduce_mean(z_top, axis=[1, 2]))
 
     def loss_terms(self, x, y=None, noise=None):
@@ -230,11 +275,11 @@ class Glow(keras.Model):
         ``pred_loss`` (classification error; 1 without classifier, as the original).
         """
         continuous = self.preprocess(x, noise)
-        labels = self._check_labels(y, continuous)
-        log_prob, z_top = self._log_prob_and_top(continuous, labels)
-        bits_x = self._bits_x(log_prob)
+        labels = self.check_labels(y, continuous)
+        encoding = self._encode(continuous, labels)
+        bits_x = self.bits_x(encoding.log_prob)
         if self.classifier is not None:
-            logits = self._classify(z_top)
+            logits = self.logits_from_top(encoding.z_top)
             bits_y = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits) / math.log(2.0)
             predicted = tf.argmax(logits, axis=1, output_type=tf.int32)
             pred_loss = 1.0 - tf.cast(tf.equal(predicted, labels), tf.float32)
@@ -246,25 +291,30 @@ class Glow(keras.Model):
     def sample_eps(self, n, temperature=1.0, seed=None):
         """Standard normal latents for n images, scaled by temperature (scalar or [n]).
 
-        ``seed``: None (stateful random draws), an int s (level l draws with the stateless seed
-        [s, l]) or a stateless seed pair [a, b] (level l folds l into it).
+        ``seed``: None (stateful random draws) or a stateless seed pair [a, b] (as TensorFlow's
+        stateless ops take); level l draws with the pair with l folded in.
         """
         temperature = tf.reshape(tf.cast(temperature, tf.float32), [-1, 1, 1, 1])
+        if seed is not None:
+            seed = tf.cast(seed, tf.int64)
+            if seed.shape != [2]:
+                raise ValueError(f"seed: expected None or a stateless seed pair [a, b], got shape {seed.shape}")
         eps = []
         for level, shape in enumerate(self.config.eps_shapes()):
             full_shape = tf.concat([[n], shape], axis=0)
             if seed is None:
                 e = tf.random.normal(full_shape)
-            elif tf.convert_to_tensor(seed).shape.rank == 0:
-                e = tf.random.stateless_normal(full_shape, seed=[seed, level])
             else:
-                level_seed = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), level)
+                level_seed = tf.random.experimental.stateless_fold_in(seed, level)
                 e = tf.random.stateless_normal(full_shape, seed=level_seed)
             eps.append(e * temperature)
         return eps
 
     def sample(self, n, y=None, temperature=1.0, seed=None):
-        """n uint8 images; every level's eps ~ N(0, temperature**2) (temperature scalar or [n])."""
+        """n uint8 images; every level's eps ~ N(0, temperature**2) (temperature scalar or [n]).
+
+        ``seed``: None, or a stateless seed pair [a, b] that makes the draw reproducible (``sample_eps``).
+        """
         if isinstance(n, (int, np.integer)) and n < 1:
             raise ValueError(f"sample: expected n >= 1, got {n}")
         temperature = tf.convert_to_tensor(temperature, tf.float32)
@@ -283,7 +333,7 @@ class Glow(keras.Model):
             raise RuntimeError("Glow.initialize: the model is already initialised (data-dependent init runs "
                                "once; to start again build a new Glow)")
         continuous = self.preprocess(x, noise)
-        labels = self._check_labels(y, continuous)
+        labels = self.check_labels(y, continuous)
         with data_dependent_init():
             self._encode(continuous, labels)
         self.initialized.assign(True)

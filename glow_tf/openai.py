@@ -20,6 +20,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 import tensorflow as tf
 
+from glow_tf import files
 from glow_tf.config import GlowConfig, read_openai_hparams
 from glow_tf.layers import (ActNorm, AdditiveCoupling, AffineCoupling, ConvActNorm, InvertibleConv1x1,
                             InvertibleConv1x1LU, LinearZeros, Reverse, Shuffle, ZeroConv2D)
@@ -102,20 +103,6 @@ def _permutation_scope(layer):
     return {Reverse: "reverse", Shuffle: "shuffle"}.get(type(layer), "invconv")
 
 
-def _resolve_prefix(ckpt_prefix):
-    ckpt_prefix = os.fspath(ckpt_prefix)
-    if os.path.isdir(ckpt_prefix):
-        latest = tf.train.latest_checkpoint(ckpt_prefix)
-        if latest is None:
-            raise ValueError(f"load_checkpoint: expected a checkpoint prefix or a directory with a "
-                             f"'checkpoint' file, got directory {ckpt_prefix!r} without one")
-        return latest
-    if not os.path.exists(ckpt_prefix + ".index"):
-        raise ValueError(f"load_checkpoint: expected a checkpoint prefix (the path before '.index'), "
-                         f"got {ckpt_prefix!r}: {ckpt_prefix}.index does not exist")
-    return ckpt_prefix
-
-
 def load_checkpoint(ckpt_prefix, hparams, use_ema=False) -> Glow:
     """A Glow with the weights of an original OpenAI Glow checkpoint.
 
@@ -129,7 +116,7 @@ def load_checkpoint(ckpt_prefix, hparams, use_ema=False) -> Glow:
     if isinstance(hparams, (str, os.PathLike)):
         hparams = read_openai_hparams(hparams)
     config = GlowConfig.from_openai_hparams(hparams)
-    prefix = _resolve_prefix(ckpt_prefix)
+    prefix = files.checkpoint_prefix(ckpt_prefix)
     reader = tf.train.load_checkpoint(prefix)
     stored_shapes = reader.get_variable_to_shape_map()
     model = Glow(config)

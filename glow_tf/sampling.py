@@ -40,9 +40,12 @@ from absl import logging
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 from tqdm import tqdm
 
-from glow_tf.checkpoints import write_atomic
+from glow_tf import latents
+from glow_tf.files import write_atomic
+from glow_tf.model import check_labels
 
-# The original's sampling temperatures (train.py draw_samples): one grid row each.
+# The original's sampling temperatures (train.py draw_samples): one grid per temperature in
+# training, one row each in a sweep.
 SWEEP_TEMPERATURES = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 PROGRESS_DELAY = 3.0  # seconds of work before a progress bar appears
 # Figures: tile size reached by upscaling, pixels between tiles and around the figure, label font.
@@ -99,10 +102,7 @@ class ServedGlow:
         if y is None:
             raise ValueError(f"y: this model is class-conditional (n_y={self.config['n_y']}); expected a "
                              "class, got none")
-        labels = np.broadcast_to(np.asarray(y), [n]).astype(np.int32)
-        if labels.min() < 0 or labels.max() >= self.config["n_y"]:
-            raise ValueError(f"y: expected classes in [0, {self.config['n_y']}), got {y!r}")
-        return labels
+        return check_labels(np.broadcast_to(np.asarray(y), [n]), self.config["n_y"], n).numpy()
 
     def progress_bar(self, iterable=None, **kwargs):
         """A tqdm bar if ``progress`` is set and stderr is a terminal, shown after PROGRESS_DELAY s."""
@@ -140,15 +140,12 @@ class ServedGlow:
         return self._batched("sample", {"temperature": np.asarray(temperatures, np.float32)}, labels)["image"]
 
     def flatten(self, eps):
-        """List of latents -> [N, D], levels joined in order (the demo's ``flatten_eps``)."""
-        return np.concatenate([e.reshape(len(e), -1) for e in eps], axis=1)
+        """List of latents -> [N, D] numpy (``latents.flatten``, the demo's ``flatten_eps``)."""
+        return latents.flatten(eps).numpy()
 
     def unflatten(self, flat):
-        """[N, D] -> list of latents [N, h, w, c] (the demo's ``unflatten_eps``)."""
-        sizes = [int(np.prod(shape)) for shape in self.eps_shapes]
-        pieces = np.split(flat, np.cumsum(sizes)[:-1], axis=1)
-        return [p.reshape((len(flat),) + shape) for p, shape in zip(pieces, self.eps_shapes)]
-
+        """[N, D] -> list of numpy latents [N, h, w, c] (``latents.unflatten``)."""
+        return [e.numpy() for e in latents.unflatten(flat, self.eps_shapes)]
 
     @classmethod
     def from_saved_model(cls, path, batch_size=64):
@@ -160,8 +157,8 @@ class ServedGlow:
     def from_model(cls, model, batch_size=64):
         """A live ``glow_tf.Glow``, behind the signatures it would be exported with."""
         from glow_tf import export
-        module, signatures = export.serving_module(model)
-        return cls({name: _by_keyword(fn) for name, fn in signatures.items()}, module, batch_size)
+        module = export.ServingModule(model)
+        return cls({name: _by_keyword(fn) for name, fn in module.signatures().items()}, module, batch_size)
 
 
 def _by_keyword(function):
@@ -317,7 +314,7 @@ def read_image(path, image_shape):
         from glow_tf.data import images as image_ops  # the pipeline's crop and resize rule
         logging.warning("image %s is %dx%d; centre-cropped to a square and resized to %dx%d",
                         path, image.shape[1], image.shape[0], width, height)
-        image = image_ops.resize(image_ops.centre_crop(image), height, width).numpy()
+        image = image_ops.resize(image_ops.centre_crop(image), height, width).numpy()  # [height, width, C]
     return image
 
 

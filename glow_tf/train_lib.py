@@ -1,10 +1,11 @@
-"""Training and inference loops: ``train_and_evaluate(config)`` and ``infer(config)``.
+"""The training loop: ``train_and_evaluate(config)`` (inference mode: ``glow_tf.inference``).
 
 The loop is the original train.py's, on tf.distribute with XLA:
 
 * Data-dependent init once, on one init batch, in cross-replica context (identical on every
   replica, as the original's rank-0-then-broadcast); never again on restore.
-* Each step (``Trainer.train_chunk`` runs ``steps_per_execution`` of them in one tf.function):
+* Each step (``Trainer.train_chunk`` runs ``steps_per_execution`` of them in one tf.function;
+  ``Compilation`` decides what XLA compiles):
   the global batch and its dequantisation noise (one stateless draw per step, seeded from the
   checkpointed ``tf.random.Generator``, made outside XLA, whose random bits differ) are split
   over the replicas in order, so the numbers do not depend on the replica count; gradients and
@@ -21,12 +22,14 @@ The loop is the original train.py's, on tf.distribute with XLA:
   test loss is also checkpointed in ``model_best_loss/``), sample grids at epochs 1, 10 and every
   ``epochs_full_sample`` epochs (``epoch_{e}_sample_{i}.png``, one per temperature); then a
   checkpoint. Checkpoints are also written every ``checkpoint_minutes``.
-* Exact resume: a checkpoint holds the model, the optimizer, the Polyak average, the step, the
-  RNG, the data iterator and the epoch's running sums, so a run resumed from any checkpoint
+* Exact resume: a checkpoint (``TrainState``) holds the model, the optimizer, the Polyak average,
+  the step, the RNG, the data iterator and the epoch's running sums, so a run resumed from any checkpoint
   continues exactly as if never stopped (bit-identical on CPU with ``--deterministic``). Log
   records written after that checkpoint are dropped on resume.
-* The end (epochs done, ``max_steps`` or ``max_time``): a checkpoint, a test pass and sample
-  grids (unless this step already had them), and the SavedModel export.
+* The loop is one loop over chunks of steps; between two chunks ``TrainingRun.stop_reason`` is
+  the one place that decides whether the run stops now (epochs done, ``max_steps``,
+  ``max_time``). The end: a checkpoint, a test pass and sample grids (unless this step already
+  had them), and the SavedModel export.
 
 Logs (``train_logs``): ``train.txt`` / ``test.txt`` as the original's, ``train_steps.txt``
 with ``--log_steps``, TensorBoard summaries in ``tensorboard/``.
@@ -44,15 +47,15 @@ import tensorflow as tf
 from absl import logging
 from tqdm import tqdm
 
-from glow_tf import checkpoints, data, optim, sampling
-from glow_tf.train_logs import STATS, JsonLinesLog, format_results, summary_image, summary_scalar
+from glow_tf import checkpoints, data, files, optim, sampling
 from glow_tf.config import GlowConfig
-from glow_tf.model import DEFAULT_TEMPERATURES, Glow
-from glow_tf.train_config import TrainConfig, validate
+from glow_tf.model import Glow
+from glow_tf.train_config import TrainConfig
+from glow_tf.train_logs import STATS, JsonLinesLog, format_results, summary_image, summary_scalar
+from glow_tf.train_state import TrainState
 
-TEST_LOSS_BEST_START = 999999.0  # the original's test_loss_best
 # Salts of the stateless seeds (config.seed, salt + i) of init, test and inference noise.
-_INIT_SALT, _EVAL_SALT = 1, 2 ** 20
+INIT_SALT, EVAL_SALT = 1, 2 ** 20
 # Flags that may change when a run is resumed without being worth a note.
 _RESUMABLE_CHANGES = ("max_steps", "max_time", "epochs", "verbose", "checkpoint_minutes", "export",
                       "keep_checkpoints", "log_steps", "restore_path", "logdir", "steps_per_execution")
@@ -97,6 +100,13 @@ def is_chief(strategy) -> bool:
                                              and resolver.task_id == 0)
 
 
+def seed_everything(config: TrainConfig):
+    """Seeds Python, numpy and TensorFlow (initialisers) as the original; --deterministic: op determinism."""
+    tf.keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
 @dataclasses.dataclass(frozen=True)
 class Plan:
     """The original's derived hps: batch sizes, epoch length, beta2 (all logged in the hps line).
@@ -133,19 +143,13 @@ def _anchor_batch(config: TrainConfig, batch, image_size, name):
 
 def make_data(config: TrainConfig, n_replicas=1):
     """(data.Datasets, Plan) for ``config`` and the replica count."""
-    def data_config(**batches):
-        return data.DataConfig(problem=config.problem, data_dir=config.data_dir, category=config.category,
-                               image_size=config.image_size, n_train=config.n_train, n_test=config.n_test,
-                               dal=config.dal, fmap=config.fmap, pmap=config.pmap, seed=config.seed,
-                               **batches)
-
-    image_size = data_config().resolved_image_size
+    image_size = config.data.resolved_image_size
     local_train = _anchor_batch(config, config.n_batch_train, image_size, "n_batch_train")
     local_init = _anchor_batch(config, config.n_batch_init, image_size, "n_batch_init")
     local_test = config.local_batch_test(local_train)
-    datasets = data.make_datasets(data_config(n_batch_train=local_train * n_replicas,
-                                              n_batch_test=local_test * n_replicas,
-                                              n_batch_init=local_init))
+    datasets = data.make_datasets(config.data.replace(n_batch_train=local_train * n_replicas,
+                                                      n_batch_test=local_test * n_replicas,
+                                                      n_batch_init=local_init))
     info = datasets.info
     train_its = int(math.ceil(info.n_train / (config.n_batch_train * n_replicas)))
     plan = Plan(n_replicas=n_replicas, image_size=info.image_size, local_batch_train=local_train,
@@ -167,19 +171,15 @@ def model_flag_differences(saved: dict, current: GlowConfig):
             if k not in _CHECKPOINT_NEUTRAL and saved.get(k) != current[k]]
 
 
-def _check_same_model(saved: dict, current: GlowConfig, where):
+def check_same_model(saved: dict, current: GlowConfig, where):
+    """A ValueError naming the flags if the model of ``saved`` (GlowConfig.to_dict()) is another one."""
     differences = model_flag_differences(saved, current)
     if differences:
         raise ValueError(f"{where} holds a model with different flags: {', '.join(differences)}. "
                          "Pass the same model flags (or use another --logdir).")
 
 
-def _is_object_checkpoint(prefix):
-    """glow_tf (TF2 object-based) checkpoint, as opposed to the original's TF1 name-based one."""
-    return any(name == "_CHECKPOINTABLE_OBJECT_GRAPH" for name, _ in tf.train.list_variables(prefix))
-
-
-def _stateless_noise(shape, seed, n_bins):
+def stateless_noise(shape, seed, n_bins):
     """U(0, 1/n_bins) dequantisation noise from a stateless seed."""
     return tf.random.stateless_uniform(shape, seed, 0.0, 1.0 / n_bins)
 
@@ -195,109 +195,132 @@ def should_sample(epoch, config):
     return visible and (epoch in (1, 10) or epoch % config.epochs_full_sample == 0)
 
 
+def progress(iterable, desc, total=None, show=True):
+    """A tqdm bar for long work on a terminal: shown after 3 s, cleared when done (``show``: the chief)."""
+    return tqdm(iterable, desc=desc, total=total, leave=False, delay=3, disable=not (show and sys.stderr.isatty()))
+
+
+def sample_grid_rows(image_size):
+    """The original's grid: 10 x 10 images up to 64 pixels, else 4 x 4."""
+    return 10 if image_size <= 64 else 4
+
+
+# ------------------------------------------------------------------------------- XLA
+@dataclasses.dataclass(frozen=True)
+class Compilation:
+    """What XLA compiles: the one place that decides it (``Compilation.of``).
+
+    Attributes:
+      whole_step: the whole training step (forward, backward, update, Polyak average) as one XLA
+        computation; needs one replica (no cross-device update inside it).
+      replica_grads: with several replicas, each replica's forward and backward.
+      eval: each replica's test statistics (``eval_sums``).
+      sample: the sample grids' batches.
+    """
+    whole_step: bool
+    replica_grads: bool
+    eval: bool
+    sample: bool
+
+    @classmethod
+    def of(cls, config: TrainConfig, strategy, n_replicas) -> "Compilation":
+        jit = config.jit_compile and not isinstance(strategy, tf.distribute.TPUStrategy)  # TPUs compile anyway
+        single = n_replicas == 1
+        return cls(whole_step=jit and single, replica_grads=jit and not single, eval=jit, sample=jit)
+
+
+def _compiled(fn, xla):
+    """``fn`` as one XLA computation when ``xla``, else as it is (traced into its caller)."""
+    return tf.function(fn, jit_compile=True) if xla else fn
+
+
 # ------------------------------------------------------------------------------ the trainer
 class Trainer:
-    """Model, optimiser, Polyak average, counters and the compiled step, eval and sample functions.
+    """The run's TrainState and the compiled functions that train, evaluate and sample with it.
 
     Args:
       config: the flags.
       strategy: the tf.distribute strategy.
       datasets, plan: from ``make_data`` with ``strategy``'s replica count.
-      glow_config: the model's config.
     """
 
-    def __init__(self, config: TrainConfig, strategy, datasets, plan: Plan, glow_config: GlowConfig):
+    def __init__(self, config: TrainConfig, strategy, datasets, plan: Plan):
         self.config, self.strategy, self.datasets, self.plan = config, strategy, datasets, plan
-        self.glow_config = glow_config
         with strategy.scope():
-            self.model = Glow(glow_config)
-        self.variables = self.model.trainable_variables
-        self.iterator = iter(datasets.train)
-        self.rng = tf.random.Generator.from_seed(config.seed)
-        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-        self.epoch_sums = tf.Variable(tf.zeros([len(STATS)], tf.float64), trainable=False, name="epoch_sums")
-        self.epoch_ok_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch_ok_steps")
-        self.nonfinite_run = tf.Variable(0, dtype=tf.int64, trainable=False, name="nonfinite_run")
-        self.nonfinite_total = tf.Variable(0, dtype=tf.int64, trainable=False, name="nonfinite_total")
-        self.train_time = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="train_time")
-        self.test_loss_best = tf.Variable(TEST_LOSS_BEST_START, dtype=tf.float64, trainable=False,
-                                          name="test_loss_best")
-        self.optimizer = self.ema = self.checkpoint = None
-        # One XLA computation for the whole step needs one replica (no cross-device update).
-        single = plan.n_replicas == 1 and not isinstance(strategy, tf.distribute.TPUStrategy)
-        jit = config.jit_compile and not isinstance(strategy, tf.distribute.TPUStrategy)
-        self._replica_step = (tf.function(self._step_body, jit_compile=True) if jit and single
-                              else self._step_body)
-        self._grads = tf.function(self._compute_grads, jit_compile=True) if jit and not single else self._compute_grads
-        self._eval_body = tf.function(self._eval_sums, jit_compile=True) if jit else self._eval_sums
-        self.train_chunk = tf.function(self._train_chunk)
-        self._eval_batch = tf.function(self._eval_batch_fn)
-        self._sample = tf.function(self._sample_fn, jit_compile=jit)
+            model = Glow(config.model_for(datasets.info))
+        self.state = TrainState(model, strategy, iter(datasets.train), config.optimizer, beta1=config.beta1,
+                                beta2=plan.beta2, weight_decay=config.weight_decay, seed=config.seed)
+        compilation = Compilation.of(config, strategy, plan.n_replicas)
+        self.replica_step = _compiled(self.replica_step, compilation.whole_step)
+        self.replica_grads = _compiled(self.replica_grads, compilation.replica_grads)
+        self.eval_sums = _compiled(self.eval_sums, compilation.eval)
+        self.train_chunk = tf.function(self.train_chunk)
+        self.eval_batch = tf.function(self.eval_batch)
+        self.sample_batch = tf.function(self.sample_batch, jit_compile=compilation.sample)
 
-    # -------------------------------------------------------------- state and checkpoints
+    @property
+    def model(self) -> Glow:
+        return self.state.model
+
+    # -------------------------------------------------------------------- the start
     def data_dependent_init(self):
         """The original's DDI on the init batch (cross-replica: identical on every replica)."""
         x, y = self.datasets.init_batch
-        noise = _stateless_noise(x.shape, [self.config.seed, _INIT_SALT], self.glow_config.n_bins)
+        noise = stateless_noise(x.shape, [self.config.seed, INIT_SALT], self.model.config.n_bins)
         with self.strategy.scope():
             self.model.initialize(x, y, noise)
+        self.state.start_average()
 
-    def build_state(self):
-        """Optimizer and Polyak average from the model's current weights, and the checkpoint."""
-        with self.strategy.scope():
-            self.ema = optim.PolyakAverage(self.variables, self.plan.beta2)
-            self.optimizer = optim.make_optimizer(self.config.optimizer, self.variables, beta2=self.plan.beta2,
-                                                  beta1=self.config.beta1, weight_decay=self.config.weight_decay)
-        self.checkpoint = tf.train.Checkpoint(
-            model=self.model, **{checkpoints.EMA_KEY: self.ema}, optimizer=self.optimizer, step=self.step,
-            iterator=self.iterator, rng=self.rng, epoch_sums=self.epoch_sums, epoch_ok_steps=self.epoch_ok_steps,
-            nonfinite_run=self.nonfinite_run, nonfinite_total=self.nonfinite_total, train_time=self.train_time,
-            test_loss_best=self.test_loss_best)
+    def start(self, resume_prefix=None) -> str:
+        """The state to train from, and a line saying which: this run's checkpoint ``resume_prefix``,
+        else --restore_path's weights, else data-dependent init."""
+        if resume_prefix:
+            self.state.restore(resume_prefix)
+            return f"Resuming from {resume_prefix}: step {self.state.steps_done}"
+        if self.config.restore_path:
+            return "Starting from " + self.restore_weights(self.config.restore_path)
+        self.data_dependent_init()
+        return f"Starting a new run (data-dependent init on {self.plan.local_batch_init} images)"
 
     def restore_weights(self, path):
         """--restore_path: weights (and averages, optimizer slots) of another run or an original checkpoint.
 
-        Builds the state (``build_state``) around them; returns a description.
+        Returns a description.
         """
         logdir, prefix = checkpoints.resolve(path)
-        if _is_object_checkpoint(prefix):
-            checkpoints.check_layout(prefix)
-            _check_same_model(checkpoints.read_run_config(logdir)["model"], self.glow_config,
-                              f"--restore_path {path}")
-            self.build_state()
-            partial = tf.train.Checkpoint(model=self.model, **{checkpoints.EMA_KEY: self.ema},
-                                          optimizer=self.optimizer)
-            partial.restore(prefix).expect_partial()
+        if checkpoints.is_glow_tf_checkpoint(prefix):
+            check_same_model(checkpoints.read_run_config(logdir)["model"], self.model.config,
+                             f"--restore_path {path}")
+            self.state.restore_weights(prefix)
             return f"glow_tf checkpoint {prefix} (weights, Polyak average, optimizer slots)"
         from glow_tf import openai  # the original's name-based checkpoints
-        hparams = self.glow_config.to_dict()
-        raw = openai.load_checkpoint(prefix, hparams)
-        averaged = openai.load_checkpoint(prefix, hparams, use_ema=True) if _has_openai_ema(prefix) else raw
+        model_values = self.model.config.to_dict()  # the original's hps, as far as the model goes
+        raw = openai.load_checkpoint(prefix, model_values)
+        averaged = (openai.load_checkpoint(prefix, model_values, use_ema=True) if checkpoints.has_openai_ema(prefix)
+                    else raw)
         for target, source in zip(self.model.variables, raw.variables):
             target.assign(source)
-        self.build_state()
-        for shadow, source in zip(self.ema.shadows, averaged.trainable_variables):
-            shadow.assign(source)
+        self.state.start_average(averaged.trainable_variables)
         return f"original OpenAI checkpoint {prefix} (weights{', Polyak average' if averaged is not raw else ''})"
 
-    def n_processed(self, step=None):
-        """Images seen at the anchor resolution (the original's n_processed)."""
-        step = int(self.step.numpy()) if step is None else step
+    # ------------------------------------------------------------------------ the step
+    def n_processed(self, step):
+        """Images seen at the anchor resolution before ``step`` (the original's n_processed)."""
         return step * self.config.n_batch_train * self.plan.n_replicas
 
-    def n_images(self, step=None):
-        """Images actually seen (the original's n_images)."""
-        step = int(self.step.numpy()) if step is None else step
+    def n_images(self, step):
+        """Images actually seen before ``step`` (the original's n_images)."""
         return step * self.plan.global_batch_train
 
-    # ------------------------------------------------------------------------ the step
     def learning_rate(self, step):
-        """lr * min(1, n_processed / (n_train * epochs_warmup)), n_processed before this step."""
+        """lr * min(1, n_processed / (n_train * epochs_warmup)), n_processed before ``step``.
+
+        ``step``: a Python int (the summary) or a float64 tensor (inside the step).
+        """
         if self.config.epochs_warmup == 0:
-            return tf.constant(self.config.lr, tf.float32)
-        n_processed = tf.cast(self.n_processed(step), tf.float64)
-        warmup = float(self.plan.n_train * self.config.epochs_warmup)
-        return tf.cast(self.config.lr * tf.minimum(tf.constant(1.0, tf.float64), n_processed / warmup), tf.float32)
+            return self.config.lr
+        fraction = self.n_processed(step) / float(self.plan.n_train * self.config.epochs_warmup)
+        return self.config.lr * (tf.minimum(fraction, 1.0) if tf.is_tensor(fraction) else min(fraction, 1.0))
 
     def _split(self, value, per_replica):
         """A global batch -> the replicas' consecutive slices of ``per_replica`` examples."""
@@ -305,72 +328,74 @@ class Trainer:
             lambda ctx: value[ctx.replica_id_in_sync_group * per_replica:
                               (ctx.replica_id_in_sync_group + 1) * per_replica])
 
-    def _compute_grads(self, x, y, noise, loss_scale):
+    def replica_grads(self, x, y, noise):
         """Per replica: mean statistics [4] of the local batch and the gradients of its mean loss."""
         with tf.GradientTape() as tape:
             terms = self.model.loss_terms(x, y, noise)
-            loss = tf.reduce_mean(terms["loss"]) * loss_scale
-        grads = tape.gradient(loss, self.variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            loss = tf.reduce_mean(terms["loss"])
+        grads = tape.gradient(loss, self.state.variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         stats = tf.stack([loss] + [tf.reduce_mean(terms[name]) for name in STATS[1:]])
         return stats, grads
 
-    def _step_body(self, x, y, noise, lr, loss_scale):
+    def replica_step(self, x, y, noise, lr):
+        """Per replica: gradients, their mean over replicas, and the update unless anything is non-finite."""
         ctx = tf.distribute.get_replica_context()
-        stats, grads = self._grads(x, y, noise, loss_scale)
+        stats, grads = self.replica_grads(x, y, noise)
         grad_squares = (ctx.all_reduce(tf.distribute.ReduceOp.MEAN, [tf.square(g) for g in grads])
-                        if self.optimizer.needs_grad_squares else None)
+                        if self.state.optimizer.needs_grad_squares else None)
         stats, grads = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, [stats, grads])
         ok = tf.logical_and(tf.reduce_all(tf.math.is_finite(stats)),
                             tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads]))
-        ctx.merge_call(self._apply, args=(grads, grad_squares, lr, ok))
+        ctx.merge_call(self._apply_update, args=(grads, grad_squares, lr, ok))
         return stats, ok
 
-    def _apply(self, strategy, grads, grad_squares, lr, ok):
+    def _apply_update(self, strategy, grads, grad_squares, lr, ok):
         del strategy  # the updates use the current (cross-replica) strategy
-        self.optimizer.apply(self.variables, grads, lr, ok, grad_squares)
-        self.ema.update(self.variables, ok)
+        self.state.optimizer.apply(self.state.variables, grads, lr, ok, grad_squares)
+        self.state.ema.update(self.state.variables, ok)
 
-    def _train_chunk(self, n_steps):
+    def train_chunk(self, n_steps):
         """Up to n_steps training steps -> (stats [n, 4], ok [n]); stops early after max_nonfinite."""
+        state = self.state
         all_stats = tf.TensorArray(tf.float32, size=0, dynamic_size=True, element_shape=[len(STATS)])
         all_ok = tf.TensorArray(tf.bool, size=0, dynamic_size=True, element_shape=[])
         for i in tf.range(n_steps):
-            if self.nonfinite_run >= self.config.max_nonfinite:
+            if state.nonfinite_run >= self.config.max_nonfinite:
                 break
-            x, y = next(self.iterator)
-            noise = _stateless_noise(tf.shape(x), self.rng.make_seeds(1)[:, 0], self.glow_config.n_bins)
-            loss_scale = tf.where(self.step == self.config.debug_inject_nan_at_step, float("nan"), 1.0)
+            x, y = next(state.iterator)
+            noise = stateless_noise(tf.shape(x), state.rng.make_seeds(1)[:, 0], self.model.config.n_bins)
+            lr = tf.cast(self.learning_rate(tf.cast(state.step, tf.float64)), tf.float32)
             per_replica = self.plan.local_batch_train
-            stats, ok = self.strategy.run(self._replica_step, args=(
-                self._split(x, per_replica), self._split(y, per_replica), self._split(noise, per_replica),
-                self.learning_rate(self.step), loss_scale))
+            stats, ok = self.strategy.run(self.replica_step, args=(
+                self._split(x, per_replica), self._split(y, per_replica), self._split(noise, per_replica), lr))
             stats = self.strategy.experimental_local_results(stats)[0]
             ok = self.strategy.experimental_local_results(ok)[0]
-            self.step.assign_add(1)
-            self.epoch_sums.assign_add(tf.where(ok, tf.cast(stats, tf.float64), 0.0))
-            self.epoch_ok_steps.assign_add(tf.cast(ok, tf.int64))
-            self.nonfinite_run.assign(tf.where(ok, tf.constant(0, tf.int64), self.nonfinite_run + 1))
-            self.nonfinite_total.assign_add(1 - tf.cast(ok, tf.int64))
+            state.record_step(stats, ok)
             all_stats = all_stats.write(i, stats)
             all_ok = all_ok.write(i, ok)
         return all_stats.stack(), all_ok.stack()
 
     # ------------------------------------------------------------------ eval and samples
-    def _eval_sums(self, x, y, noise, replica_id, n_valid):
-        """Per replica: sums [4] of the statistics over its valid examples, and their count."""
+    def replica_eval_sums(self, x, y, noise, n_valid):
+        """Per replica: ``eval_sums`` of its slice of the global test batch."""
+        replica_id = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int32)
+        return self.eval_sums(x, y, noise, replica_id * self.plan.local_batch_test, n_valid)
+
+    def eval_sums(self, x, y, noise, first, n_valid):
+        """Sums [4] of the statistics over the valid examples (global index ``first + i < n_valid``), and their count.
+
+        The replica's index comes in as an argument: the compiled function runs on every replica's device.
+        """
         terms = self.model.loss_terms(x, y, noise)
-        valid = replica_id * self.plan.local_batch_test + tf.range(tf.shape(x)[0]) < n_valid
+        valid = first + tf.range(tf.shape(x)[0]) < n_valid
         sums = tf.stack([tf.reduce_sum(tf.where(valid, terms[name], 0.0)) for name in STATS])
         return sums, tf.reduce_sum(tf.cast(valid, tf.int32))
 
-    def _eval_replica(self, x, y, noise, n_valid):
-        replica_id = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int32)
-        return self._eval_body(x, y, noise, replica_id, n_valid)
-
-    def _eval_batch_fn(self, x, y, seed, n_valid):
+    def eval_batch(self, x, y, seed, n_valid):
+        """Sums [4] and count of one global test batch, over the replicas."""
         per_replica = self.plan.local_batch_test
-        noise = _stateless_noise(tf.shape(x), seed, self.glow_config.n_bins)
-        sums, count = self.strategy.run(self._eval_replica, args=(
+        noise = stateless_noise(tf.shape(x), seed, self.model.config.n_bins)
+        sums, count = self.strategy.run(self.replica_eval_sums, args=(
             self._split(x, per_replica), self._split(y, per_replica), self._split(noise, per_replica), n_valid))
         return (self.strategy.reduce(tf.distribute.ReduceOp.SUM, sums, axis=None),
                 self.strategy.reduce(tf.distribute.ReduceOp.SUM, count, axis=None))
@@ -383,36 +408,36 @@ class Trainer:
         """
         sums, count = np.zeros(len(STATS)), 0
         batch = self.plan.local_batch_test * self.plan.n_replicas
-        with self._eval_weights():
+        with self.eval_weights():
             n_batches = -(-self.plan.n_test // batch)
             for index, (x, y) in enumerate(progress(self.datasets.test, "test pass", n_batches, is_chief(self.strategy))):
                 n_valid = int(x.shape[0])
                 if n_valid < batch:
                     x = tf.pad(x, [[0, batch - n_valid], [0, 0], [0, 0], [0, 0]])
                     y = tf.pad(y, [[0, batch - n_valid]])
-                seed = tf.constant([self.config.seed, _EVAL_SALT + index], tf.int64)
-                batch_sums, batch_count = self._eval_batch(x, y, seed, tf.constant(n_valid, tf.int32))
+                seed = tf.constant([self.config.seed, EVAL_SALT + index], tf.int64)
+                batch_sums, batch_count = self.eval_batch(x, y, seed, tf.constant(n_valid, tf.int32))
                 sums += batch_sums.numpy()
                 count += int(batch_count)
         return sums / count
 
     @contextlib.contextmanager
-    def _eval_weights(self):
+    def eval_weights(self):
         """Within it the model holds the weights to evaluate and sample with (--use_ema_for_eval)."""
         swap = self.config.use_ema_for_eval
         if swap:
             with self.strategy.scope():
-                self.ema.swap(self.variables)
+                self.state.ema.swap(self.state.variables)
         try:
             yield
         finally:
             if swap:  # swapping twice undoes it
                 with self.strategy.scope():
-                    self.ema.swap(self.variables)
+                    self.state.ema.swap(self.state.variables)
 
-    def _sample_fn(self, temperature, seed, y):
-        """One batch of the grid: y [local_batch_train] labels, eps seeded by ``seed``."""
-        return self.model.sample(tf.shape(y)[0], y if self.glow_config.ycond else None, temperature, seed=seed)
+    def sample_batch(self, temperature, seed, y):
+        """One batch of a grid: y [local_batch_train] labels, eps seeded by ``seed``."""
+        return self.model.sample(tf.shape(y)[0], y if self.model.config.ycond else None, temperature, seed=seed)
 
     def sample_grids(self, epoch):
         """[(temperature, uint8 [rows, rows, H, W, C])] at the original's temperatures.
@@ -423,42 +448,28 @@ class Trainer:
         by (seed, epoch, grid index, batch index); with --fixed_sample_latents every epoch
         draws epoch 0's. The last batch is padded to the full batch (one compilation).
         """
-        rows = sample_grid_rows(self.glow_config.image_size)
+        rows = sample_grid_rows(self.model.config.image_size)
         batch = self.plan.local_batch_train
-        labels = np.array([i % self.glow_config.n_y for i in range(rows)] * rows, np.int32)
+        labels = np.array([i % self.model.config.n_y for i in range(rows)] * rows, np.int32)
         n_batches = -(-len(labels) // batch)
         labels = np.pad(labels, [0, n_batches * batch - len(labels)])
-        first = 0 if self.config.fixed_sample_latents else epoch * len(DEFAULT_TEMPERATURES)
+        temperatures = sampling.SWEEP_TEMPERATURES
+        first = 0 if self.config.fixed_sample_latents else epoch * len(temperatures)
         grids = []
-        with self._eval_weights():
-            for index, temperature in enumerate(progress(DEFAULT_TEMPERATURES, "sample grids")):
+        with self.eval_weights():
+            for index, temperature in enumerate(progress(temperatures, "sample grids")):
                 images = np.concatenate([
-                    self._sample(tf.constant(temperature, tf.float32),
-                                 tf.constant([self.config.seed, (first + index) * n_batches + b], tf.int64),
-                                 tf.constant(labels[b * batch:(b + 1) * batch])).numpy()
-                    for b in range(n_batches)])[:rows * rows]
+                    self.sample_batch(tf.constant(temperature, tf.float32),
+                                      tf.constant([self.config.seed, (first + index) * n_batches + b], tf.int64),
+                                      tf.constant(labels[b * batch:(b + 1) * batch])).numpy()
+                    for b in range(n_batches)])[:rows * rows]  # [rows * rows, H, W, C]
                 grids.append((temperature, images.reshape((rows, rows) + images.shape[1:])))
         return grids
 
 
-def progress(iterable, desc, total=None, show=True):
-    """A tqdm bar for long work on a terminal: shown after 3 s, cleared when done (``show``: the chief)."""
-    return tqdm(iterable, desc=desc, total=total, leave=False, delay=3, disable=not (show and sys.stderr.isatty()))
-
-
-def sample_grid_rows(image_size):
-    """The original's grid: 10 x 10 images up to 64 pixels, else 4 x 4."""
-    return 10 if image_size <= 64 else 4
-
-
-def _has_openai_ema(prefix):
-    from glow_tf.openai import EMA_SUFFIX
-    return any(name.endswith(EMA_SUFFIX) for name, _ in tf.train.list_variables(prefix))
-
-
 # ------------------------------------------------------------------------------ the run
-class _Run:
-    """One training run in ``config.logdir``: set-up, resume, the epoch loop and the end."""
+class TrainingRun:
+    """One training run in ``config.logdir``: set-up or resume, the loop over chunks, the end."""
 
     def __init__(self, config: TrainConfig):
         self.config = config
@@ -466,9 +477,7 @@ class _Run:
         self.strategy = make_strategy(config)
         self.chief = is_chief(self.strategy)
         self.datasets, self.plan = make_data(config, self.strategy.num_replicas_in_sync)
-        info = self.datasets.info
-        self.glow_config = config.glow_config(info.image_size, info.n_channels, info.n_y)
-        self.hps = {**config.to_dict(), **dataclasses.asdict(self.plan)}
+        self.hps = {**config.flags(), **dataclasses.asdict(self.plan)}
         os.makedirs(self.logdir, exist_ok=True)
         ckpt_dir = os.path.join(self.logdir, checkpoints.CHECKPOINTS_DIR)
         best_dir = os.path.join(self.logdir, checkpoints.BEST_DIR)
@@ -476,43 +485,41 @@ class _Run:
             ckpt_dir = best_dir = tempfile.mkdtemp(prefix="glow_tf_worker_ckpt_")
         resume_prefix = tf.train.latest_checkpoint(ckpt_dir)
 
-        self.trainer = trainer = Trainer(config, self.strategy, self.datasets, self.plan, self.glow_config)
+        self.trainer = Trainer(config, self.strategy, self.datasets, self.plan)
+        self.state = self.trainer.state
         if resume_prefix:
             self._check_resume()
-            checkpoints.check_layout(resume_prefix)
-            trainer.build_state()
-            trainer.checkpoint.restore(resume_prefix).assert_consumed()
-            origin = f"Resuming from {resume_prefix}: step {int(trainer.step.numpy())}"
-        elif config.restore_path:
-            origin = "Starting from " + trainer.restore_weights(config.restore_path)
-        else:
-            trainer.data_dependent_init()
-            trainer.build_state()
-            origin = f"Starting a new run (data-dependent init on {self.plan.local_batch_init} images)"
+        origin = self.trainer.start(resume_prefix)
         if self.chief:
-            checkpoints.write_json_atomic(os.path.join(self.logdir, checkpoints.CONFIG_FILE),
-                                          {"model": self.glow_config.to_dict(), "train": self.hps})
-        self.manager = tf.train.CheckpointManager(trainer.checkpoint, ckpt_dir, config.keep_checkpoints)
-        self.best_manager = tf.train.CheckpointManager(trainer.checkpoint, best_dir, 1)
-
-        # On resume, keep the records written up to the checkpoint: epoch records of that step
-        # were written before it, step records of that step after it.
-        n_processed, step = trainer.n_processed(), int(trainer.step.numpy())
-        by_images = (lambda record: record.get("n_processed", math.inf) <= n_processed) if resume_prefix else None
-        by_step = (lambda record: record.get("step", math.inf) < step) if resume_prefix else None
-        self.train_log = JsonLinesLog(os.path.join(self.logdir, "train.txt"), self.hps, by_images, self.chief)
-        self.test_log = JsonLinesLog(os.path.join(self.logdir, "test.txt"), self.hps, by_images, self.chief)
-        self.step_log = JsonLinesLog(os.path.join(self.logdir, "train_steps.txt"), self.hps, by_step,
-                                     self.chief and config.log_steps)
-        self.writer = (tf.summary.create_file_writer(os.path.join(self.logdir, "tensorboard")) if self.chief
-                       else tf.summary.create_noop_writer())
+            files.write_json_atomic(os.path.join(self.logdir, checkpoints.CONFIG_FILE),
+                                    {"model": self.trainer.model.config.to_dict(), "train": self.hps})
+        self.manager = tf.train.CheckpointManager(self.state.checkpoint, ckpt_dir, config.keep_checkpoints)
+        self.best_manager = tf.train.CheckpointManager(self.state.checkpoint, best_dir, 1)
+        self._open_logs(resumed=resume_prefix is not None)
         self._print(origin)
         self._print(f"Logging to {self.logdir}. {self.plan.n_replicas} replica(s) ({config.strategy}); "
                     f"batch per step {self.plan.global_batch_train} images of {self.plan.image_size}x"
                     f"{self.plan.image_size}; {self.plan.train_its} steps per epoch; data: {self.datasets.info.source}")
         self.last_test_step = self.last_sample_step = self.last_save_step = (
-            int(trainer.step.numpy()) if resume_prefix else -1)
+            self.state.steps_done if resume_prefix else -1)
         self.last_sample_epoch = None
+
+    def _open_logs(self, resumed):
+        """The JSON-lines logs and the TensorBoard writer (the chief's; the others' write nothing).
+
+        On resume, the records written up to the checkpoint stay: epoch records of its step
+        were written before it, step records of its step after it.
+        """
+        step = self.state.steps_done
+        n_processed = self.trainer.n_processed(step)
+        by_images = (lambda record: record.get("n_processed", math.inf) <= n_processed) if resumed else None
+        by_step = (lambda record: record.get("step", math.inf) < step) if resumed else None
+        self.train_log = JsonLinesLog(os.path.join(self.logdir, "train.txt"), self.hps, by_images, self.chief)
+        self.test_log = JsonLinesLog(os.path.join(self.logdir, "test.txt"), self.hps, by_images, self.chief)
+        self.step_log = JsonLinesLog(os.path.join(self.logdir, "train_steps.txt"), self.hps, by_step,
+                                     self.chief and self.config.log_steps)
+        self.writer = (tf.summary.create_file_writer(os.path.join(self.logdir, "tensorboard")) if self.chief
+                       else tf.summary.create_noop_writer())
 
     def _print(self, *args):
         if self.chief:
@@ -520,7 +527,7 @@ class _Run:
 
     def _check_resume(self):
         saved = checkpoints.read_run_config(self.logdir)
-        _check_same_model(saved["model"], self.glow_config, f"--logdir {self.logdir}")
+        check_same_model(saved["model"], self.trainer.model.config, f"--logdir {self.logdir}")
         changed = [f"--{k} {saved['train'].get(k)!r} -> {v!r}" for k, v in self.hps.items()
                    if k not in _RESUMABLE_CHANGES and saved["train"].get(k) != v]
         if changed:
@@ -529,88 +536,97 @@ class _Run:
 
     # ----------------------------------------------------------------------- the loop
     def run(self):
-        config, trainer, plan = self.config, self.trainer, self.plan
-        start = time.time()
-        step = int(trainer.step.numpy())
-        last_save_time = time.time()
+        """The loop over chunks of steps: between two chunks, stop, end an epoch or checkpoint."""
+        config, plan = self.config, self.plan
+        self.start_time = time.time()
+        step = self.state.steps_done
+        epoch_start_time, epoch_start_step = time.time(), step
+        last_save_time, bar = time.time(), None
         self._print("epoch n_processed n_images ips dtrain dtest dsample dtot train_results test_results msg")
-        while True:
+        while self.stop_reason(step) is None:
             epoch = step // plan.train_its + 1
-            if epoch >= config.epochs or self._limit_reached(step, start):
-                break
-            epoch_start_time, epoch_step0 = time.time(), step
-            bar = tqdm(total=plan.train_its, initial=step % plan.train_its, desc=f"epoch {epoch}",
-                       disable=not (self.chief and sys.stderr.isatty()), leave=False)
-            while step // plan.train_its + 1 == epoch and not self._limit_reached(step, start):
-                n = min(config.steps_per_execution, plan.train_its - step % plan.train_its)
-                if config.max_steps:
-                    n = min(n, config.max_steps - step)
-                chunk_start = time.time()
-                stats, ok = (t.numpy() for t in trainer.train_chunk(tf.constant(n, tf.int32)))
-                seconds = time.time() - chunk_start
-                trainer.train_time.assign_add(seconds)
-                self._log_steps(step, stats, ok, seconds)
-                step += len(ok)
-                bar.update(len(ok))
-                if ok.any():
-                    bar.set_postfix({"bits/dim": f"{stats[ok, 1].mean():.4f}",
-                                     "img/s": f"{len(ok) * plan.global_batch_train / seconds:.0f}"})
-                self._check_nonfinite()
-                if step % plan.train_its == 0:
-                    break
-                if time.time() - last_save_time >= 60 * config.checkpoint_minutes:
-                    self._save(step)
-                    last_save_time = time.time()
-            bar.close()
+            bar = bar or tqdm(total=plan.train_its, initial=step % plan.train_its, desc=f"epoch {epoch}",
+                              disable=not (self.chief and sys.stderr.isatty()), leave=False)
+            step, stats, ok, seconds = self._train_chunk(step)
+            bar.update(len(ok))
+            if ok.any():
+                bar.set_postfix({"bits/dim": f"{stats[ok, 1].mean():.4f}",
+                                 "img/s": f"{len(ok) * plan.global_batch_train / seconds:.0f}"})
             if step % plan.train_its == 0:
-                self._end_of_epoch(epoch, step, time.time() - epoch_start_time, step - epoch_step0)
+                bar = bar.close()
+                self._end_of_epoch(epoch, step, time.time() - epoch_start_time, step - epoch_start_step)
+                epoch_start_time, epoch_start_step = time.time(), step
                 last_save_time = time.time()
+            elif time.time() - last_save_time >= 60 * config.checkpoint_minutes:
+                self._save(step)
+                last_save_time = time.time()
+        if bar is not None:
+            bar.close()
         self._finish(step)
 
-    def _limit_reached(self, step, start):
+    def stop_reason(self, step):
+        """Why the run stops before ``step`` (None: it goes on): the one check between two chunks."""
         config = self.config
-        return bool((config.max_steps and step >= config.max_steps)
-                    or (config.max_time and time.time() - start >= config.max_time))
+        if step // self.plan.train_its + 1 >= config.epochs:
+            return "epochs done"
+        if config.max_steps and step >= config.max_steps:
+            return "--max_steps"
+        if config.max_time and time.time() - self.start_time >= config.max_time:
+            return "--max_time"
+        return None
 
-    def _log_steps(self, step, stats, ok, seconds):
+    def _train_chunk(self, step):
+        """Runs the steps up to the epoch's end (at most steps_per_execution, and max_steps); logs them."""
         config, plan = self.config, self.plan
+        n = min(config.steps_per_execution, plan.train_its - step % plan.train_its)
+        if config.max_steps:
+            n = min(n, config.max_steps - step)
+        chunk_start = time.time()
+        stats, ok = (t.numpy() for t in self.trainer.train_chunk(tf.constant(n, tf.int32)))
+        seconds = time.time() - chunk_start
+        self.state.add_train_time(seconds)
+        self.log_chunk(step, stats, ok, seconds)
+        self._check_nonfinite()
+        return step + len(ok), stats, ok, seconds
+
+    def log_chunk(self, step, stats, ok, seconds):
+        """Logs the steps of a chunk (from ``step``): train_steps.txt, --verbose lines, summaries."""
+        config, plan, trainer = self.config, self.plan, self.trainer
         records = [{"step": step + i, **{name: float(v) for name, v in zip(STATS, s)}, "ok": bool(o)}
                    for i, (s, o) in enumerate(zip(stats, ok))]
         self.step_log.log(*records)
         if config.verbose:
             for record in records:
-                self._print(self.trainer.n_processed(record["step"]), record)
+                self._print(trainer.n_processed(record["step"]), record)
         end = step + len(ok)
         with self.writer.as_default():
             if ok.any():
                 for index, name in enumerate(STATS[:2]):
                     summary_scalar(f"train/{name}", float(stats[ok, index].mean()), end)
-            summary_scalar("train/lr", float(self.trainer.learning_rate(end - 1)), end)
+            summary_scalar("train/lr", trainer.learning_rate(end - 1), end)
             summary_scalar("train/images_per_sec", len(ok) * plan.global_batch_train / seconds, end)
-            summary_scalar("train/nonfinite_steps", float(self.trainer.nonfinite_total.numpy()), end)
+            summary_scalar("train/nonfinite_steps", float(self.state.nonfinite_counts()[1]), end)
 
     def _check_nonfinite(self):
-        trainer, limit = self.trainer, self.config.max_nonfinite
-        run = int(trainer.nonfinite_run.numpy())
+        limit = self.config.max_nonfinite
+        run, total = self.state.nonfinite_counts()
+        last = self.state.steps_done - 1
         if run:
             logging.warning("step %d: non-finite loss or gradients; step skipped (%d in a row, %d in all)",
-                            int(trainer.step.numpy()) - 1, run, int(trainer.nonfinite_total.numpy()))
+                            last, run, total)
         if run >= limit:
             raise NonFiniteError(
                 f"{run} consecutive steps (--max_nonfinite {limit}) had a non-finite loss or gradients, up to "
-                f"step {int(trainer.step.numpy()) - 1}; stopping. The last good checkpoint is "
+                f"step {last}; stopping. The last good checkpoint is "
                 f"{self.manager.latest_checkpoint or '(none written yet)'}. Try a lower --lr, a longer "
                 "--epochs_warmup, or --flow_coupling 0 (additive).")
 
     def _end_of_epoch(self, epoch, step, dtrain, steps_this_epoch):
         """The original's end-of-epoch: train log, test, best checkpoint, samples, then a checkpoint."""
         trainer, plan = self.trainer, self.plan
-        ok_steps = int(trainer.epoch_ok_steps.numpy())
-        train_results = trainer.epoch_sums.numpy() / ok_steps if ok_steps else np.full(len(STATS), np.nan)
-        trainer.epoch_sums.assign(tf.zeros_like(trainer.epoch_sums))
-        trainer.epoch_ok_steps.assign(0)
+        train_results = self.state.end_epoch()
         self.train_log.log(dict(epoch=epoch, n_processed=trainer.n_processed(step), n_images=trainer.n_images(step),
-                                train_time=int(trainer.train_time.numpy()), **format_results(train_results)))
+                                train_time=int(self.state.train_time.numpy()), **format_results(train_results)))
         t = time.time()
         test_results, msg = [], ""
         if should_test(epoch, self.config):
@@ -635,8 +651,7 @@ class _Run:
             for index, name in enumerate(STATS[:2]):
                 summary_scalar(f"test/{name}", float(results[index]), step)
         msg = ""
-        if results[0] < trainer.test_loss_best.numpy():
-            trainer.test_loss_best.assign(results[0])
+        if self.state.improve_best(results[0]):
             self.best_manager.save(checkpoint_number=step)
             msg = " *"
         return results, msg
@@ -669,8 +684,9 @@ class _Run:
         self.writer.flush()
         self._print(f"Finished at step {step} (epoch {epoch}): checkpoint {self.manager.latest_checkpoint}")
         if self.last_sample_epoch is not None:
-            self._print(f"Sample grids: {self.logdir}/epoch_{self.last_sample_epoch}_sample_{{0..{len(DEFAULT_TEMPERATURES) - 1}}}.png "
-                        f"(temperatures {', '.join(map(str, DEFAULT_TEMPERATURES))})")
+            temperatures = sampling.SWEEP_TEMPERATURES
+            self._print(f"Sample grids: {self.logdir}/epoch_{self.last_sample_epoch}_sample_{{0..{len(temperatures) - 1}}}.png "
+                        f"(temperatures {', '.join(map(str, temperatures))})")
         if self.chief and self.config.export:
             from glow_tf import export  # imports the serving code only when used
             path = export.export_saved_model(self.manager.latest_checkpoint, os.path.join(self.logdir, "saved_model"),
@@ -683,65 +699,7 @@ def train_and_evaluate(config: TrainConfig):
 
     Raises ValueError for bad flags and NonFiniteError when training diverges.
     """
-    validate(config)
     if config.inference:
-        raise ValueError("--inference: call train_lib.infer (train.py does)")
-    _seed_everything(config)
-    _Run(config).run()
-
-
-def _seed_everything(config):
-    """Seeds Python, numpy and TensorFlow (initialisers) as the original; --deterministic: op determinism."""
-    tf.keras.utils.set_random_seed(config.seed)
-    if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
-
-
-# ------------------------------------------------------------------------------ inference
-def load_for_inference(config: TrainConfig, glow_config: GlowConfig) -> Glow:
-    """The --restore_path model: a glow_tf run (its own config) or an original checkpoint (the flags')."""
-    _, prefix = checkpoints.resolve(config.restore_path)
-    if _is_object_checkpoint(prefix):
-        return checkpoints.restore_model(config.restore_path, use_ema=config.use_ema_for_eval)
-    from glow_tf import openai
-    return openai.load_checkpoint(prefix, glow_config.to_dict(),
-                                  use_ema=config.use_ema_for_eval and _has_openai_ema(prefix))
-
-
-def infer(config: TrainConfig) -> str:
-    """The original's inference mode: encode the test set, write LOGDIR/latents.npz; returns its path.
-
-    latents.npz holds ``z`` [N, D] float32 (every level's eps flattened and joined, level 0
-    first, as the original's flatten_eps), ``y`` [N] int32 and ``x`` [N, H, W, C] uint8, the
-    images decoded from z (the original's x.npy). The dequantisation noise of test batch i is
-    seeded (seed, 2**20 + i), as in the test passes of training.
-    """
-    validate(config)
-    _seed_everything(config)
-    datasets, plan = make_data(config)
-    info = datasets.info
-    model = load_for_inference(config, config.glow_config(info.image_size, info.n_channels, info.n_y))
-    if model.config.image_size != info.image_size:
-        raise ValueError(f"--inference: the model is for {model.config.image_size}x{model.config.image_size} "
-                         f"images, the data ({config.problem}) are {info.image_size}x{info.image_size}; "
-                         "pass --image_size")
-
-    @tf.function(jit_compile=config.jit_compile)
-    def encode_decode(x, y, noise):
-        y = y if model.config.ycond else None
-        eps = model.encode(model.preprocess(x, noise), y)
-        flat = tf.concat([tf.reshape(e, [tf.shape(e)[0], -1]) for e in eps], axis=1)
-        return flat, model.postprocess(model.decode(eps, y))
-
-    zs, xs, ys = [], [], []
-    n_batches = -(-info.n_test // plan.local_batch_test)
-    for index, (x, y) in enumerate(progress(datasets.test, "encoding the test set", n_batches)):
-        seed = tf.constant([config.seed, _EVAL_SALT + index], tf.int64)
-        z, x_decoded = encode_decode(x, y, _stateless_noise(tf.shape(x), seed, model.config.n_bins))
-        zs.append(z.numpy())
-        xs.append(x_decoded.numpy())
-        ys.append(y.numpy())
-    path = os.path.join(os.path.abspath(config.logdir), "latents.npz")
-    checkpoints.write_atomic(path, lambda f: np.savez(f, z=np.concatenate(zs), y=np.concatenate(ys).astype(np.int32),
-                                                      x=np.concatenate(xs)))
-    return path
+        raise ValueError("--inference: call glow_tf.inference.infer (train.py does)")
+    seed_everything(config)
+    TrainingRun(config).run()

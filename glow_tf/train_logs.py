@@ -17,7 +17,7 @@ import os
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
-from glow_tf.checkpoints import write_atomic
+from glow_tf.files import write_atomic
 
 STATS = ("loss", "bits_x", "bits_y", "pred_loss")
 

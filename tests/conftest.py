@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from glow_tf import checkpoints
+from glow_tf import checkpoints, files
 from glow_tf.train_config import TrainConfig
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,7 +30,7 @@ TINY_DIGITS = dict(problem="digits", n_levels=2, depth=1, width=8, anchor_size=1
 
 
 def tiny_digits(logdir, **changes):
-    return TrainConfig(**{**TINY_DIGITS, "logdir": str(logdir), **changes})
+    return TrainConfig.from_flags({**TINY_DIGITS, "logdir": str(logdir), **changes})
 
 
 def tiny_config(**changes):
@@ -115,7 +115,7 @@ def _seeded():
 def write_run(model, logdir, ema=None, step=7):
     """A training run's layout: config.json and a CheckpointManager checkpoint."""
     os.makedirs(logdir, exist_ok=True)
-    checkpoints.write_json_atomic(os.path.join(logdir, checkpoints.CONFIG_FILE),
+    files.write_json_atomic(os.path.join(logdir, checkpoints.CONFIG_FILE),
                                   {"model": model.config.to_dict(), "train": {"seed": 0}})
     objects = {"model": model, "step": tf.Variable(step, dtype=tf.int64)}
     if ema is not None:

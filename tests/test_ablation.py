@@ -90,8 +90,8 @@ def test_a_run_without_its_last_pass_is_trained_again(quick, tmp_path, monkeypat
 def test_is_finished_needs_max_steps_in_the_checkpoint_and_the_test_log(quick):
     config = ablation.run_config(ablation.QUICK, ablation.QUICK.cells[0], 0, quick[0], "digits", "")
     assert ablation.is_finished(config)
-    assert not ablation.is_finished(config.replace(max_steps=6))
-    assert not ablation.is_finished(config.replace(logdir=os.path.join(quick[0], "absent")))
+    assert not ablation.is_finished(config.with_flags(max_steps=6))
+    assert not ablation.is_finished(config.with_flags(logdir=os.path.join(quick[0], "absent")))
 
 
 def test_a_workdir_of_other_flags_is_refused(quick):
@@ -99,4 +99,4 @@ def test_a_workdir_of_other_flags_is_refused(quick):
     config = ablation.run_config(ablation.QUICK, ablation.QUICK.cells[0], 0, workdir, "digits", "")
     ablation.check_same_flags(config)  # the same flags: accepted
     with pytest.raises(ValueError, match=r"--width 16 \(now 32\).*another --workdir"):
-        ablation.check_same_flags(config.replace(width=32))
+        ablation.check_same_flags(config.with_flags(width=32))

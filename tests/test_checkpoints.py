@@ -58,16 +58,3 @@ def test_bad_paths_are_clear_errors(tmp_path, run):
     shutil.copytree(os.path.dirname(prefix), tmp_path / "copy")  # a checkpoint dir without config.json beside it
     with pytest.raises(ValueError, match="config.json"):
         checkpoints.restore_model(str(tmp_path / "copy"))
-
-
-def test_atomic_writes_get_the_permissions_of_a_plain_open(tmp_path):
-    umask = os.umask(0o022)
-    try:
-        checkpoints.write_json_atomic(str(tmp_path / "sub" / "config.json"), {"a": 1})
-        with open(tmp_path / "plain.json", "w") as f:
-            f.write("{}")
-    finally:
-        os.umask(umask)
-    mode = os.stat(tmp_path / "sub" / "config.json").st_mode & 0o777
-    assert mode == os.stat(tmp_path / "plain.json").st_mode & 0o777 == 0o644
-    assert os.listdir(tmp_path / "sub") == ["config.json"]  # no staging file left behind

@@ -216,7 +216,7 @@ def test_uninitialised_model_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="initialised"):
         export.export_saved_model(glow_tf.Glow(CONFIGS["uncond"]), tmp_path / "model")
     with pytest.raises(ValueError, match="expected a glow_tf.Glow"):
-        export.serving_module(object())
+        export.ServingModule(object())
 
 
 def test_cli_exports_an_openai_checkpoint_with_its_numbers(golden_dir, tmp_path):

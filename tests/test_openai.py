@@ -84,7 +84,7 @@ def test_missing_prefix_and_directories(golden_dir, tmp_path):
     folder, prefix, hps = _fixture(golden_dir, FIXTURES[0])
     with pytest.raises(ValueError, match=r"model\.ckpt-42\.index does not exist"):
         openai.load_checkpoint(prefix + "-42", hps)
-    with pytest.raises(ValueError, match="without one"):
+    with pytest.raises(ValueError, match="without a checkpoint"):
         openai.load_checkpoint(str(tmp_path), hps)
     # A directory with a `checkpoint` file resolves to its latest checkpoint.
     model = openai.load_checkpoint(folder, hps)

@@ -12,7 +12,7 @@ from absl import flags
 from conftest import REPO_ROOT
 from glow_tf import data
 from glow_tf.cli import train as train_cli
-from glow_tf.train_config import TrainConfig, expand_original_abbreviations, validate
+from glow_tf.train_config import TrainConfig, expand_original_abbreviations
 
 COMMANDS = os.path.join(REPO_ROOT, "tests", "data", "original_readme_commands.txt")
 
@@ -89,17 +89,17 @@ def test_the_data_file_holds_every_readme_training_command():
 def test_every_original_readme_command_parses_into_what_it_meant(heading, argv):
     flags_meant, model_meant = EXPECTED[heading]
     config = parse(argv)
-    assert config == TrainConfig(**flags_meant)
-    validate(config)
-    defaults = data.PROBLEM_DEFAULTS[config.problem]  # the original's per-problem table (test_data.py)
-    image_size = defaults.image_size if config.image_size == -1 else config.image_size
-    model = config.glow_config(image_size, 3, defaults.n_y).to_dict()
+    assert config == TrainConfig.from_flags(flags_meant)  # valid: a config checks itself when built
+    defaults = data.PROBLEM_DEFAULTS[config.data.problem]  # the original's per-problem table (test_data.py)
+    image_size = defaults.image_size if config.data.image_size == -1 else config.data.image_size
+    model = config.model.to_dict()
+    assert (model["image_size"], model["n_y"]) == (image_size, defaults.n_y)
     assert {name: model[name] for name in _MODEL} == dict(zip(_MODEL, model_meant))
     assert (model["width"], model["n_channels"], model["gradient_checkpointing"]) == (512, 3, True)
 
 
 # Flags absl knows in train.py -> boolean: TrainConfig's (as train.py defines them) and some of absl's.
-DEFINED = {**{name: isinstance(value, bool) for name, value in TrainConfig().to_dict().items()},
+DEFINED = {**{name: isinstance(value, bool) for name, value in TrainConfig().flags().items()},
            "verbosity": False, "v": False, "logtostderr": True, "help": True}
 
 
@@ -120,7 +120,7 @@ def test_unambiguous_prefixes_of_the_originals_flags_are_spelled_out(argv, expan
 @pytest.mark.parametrize("argv, candidates", [
     (["--n_batch", "8"], "--n_batch_train, --n_batch_test, --n_batch_init"),  # the original's own
     (["--epochs_full=3"], "--epochs_full_valid, --epochs_full_sample"),
-    (["--de", "4"], "--depth, --debug_inject_nan_at_step, --deterministic"),  # also glow_tf's
+    (["--de", "4"], "--depth, --deterministic"),  # also glow_tf's
     (["--ver"], "--verbose, --verbosity"),  # also absl's
 ])
 def test_an_ambiguous_prefix_names_every_candidate(argv, candidates):

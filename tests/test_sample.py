@@ -226,7 +226,7 @@ def test_labels_follow_the_model(served):
     ycond = sampling.ServedGlow.from_model(build_model(tiny_config(ycond=True, n_y=3)))
     with pytest.raises(ValueError, match="expected a class"):
         ycond.labels(None, 2)
-    with pytest.raises(ValueError, match=r"classes in \[0, 3\)"):
+    with pytest.raises(ValueError, match=r"labels in \[0, 3\)"):
         ycond.labels(3, 2)
     np.testing.assert_array_equal(ycond.labels(2, 3), [2, 2, 2])
 

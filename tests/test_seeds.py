@@ -44,11 +44,10 @@ def test_two_seeds_give_different_w_and_shuffles_and_one_seed_the_same():
 def test_train_seed_reaches_the_model_and_the_rest_of_the_init(tmp_path):
     def initial_weights(seed):
         config = tiny_digits(tmp_path / str(seed), seed=seed, flow_permutation=2)
-        train_lib._seed_everything(config)
+        train_lib.seed_everything(config)
         datasets, plan = train_lib.make_data(config)
-        trainer = train_lib.Trainer(config, tf.distribute.get_strategy(), datasets, plan,
-                                    config.glow_config(16, 3, datasets.info.n_y))
-        assert trainer.glow_config.seed == seed
+        trainer = train_lib.Trainer(config, tf.distribute.get_strategy(), datasets, plan)
+        assert trainer.model.config.seed == seed
         trainer.data_dependent_init()
         return {v.name: v.numpy() for v in trainer.model.variables}
 
@@ -83,10 +82,8 @@ def test_sample_grids_draw_fresh_latents_each_epoch_unless_fixed(tmp_path):
     def grids(fixed, epochs):
         config = tiny_digits(tmp_path, fixed_sample_latents=fixed)
         datasets, plan = train_lib.make_data(config)
-        trainer = train_lib.Trainer(config, tf.distribute.get_strategy(), datasets, plan,
-                                    config.glow_config(16, 3, datasets.info.n_y))
+        trainer = train_lib.Trainer(config, tf.distribute.get_strategy(), datasets, plan)
         trainer.data_dependent_init()
-        trainer.build_state()
         return [[grid for _, grid in trainer.sample_grids(epoch)] for epoch in epochs]
 
     epoch_1, epoch_2, epoch_1_again = grids(False, [1, 2, 1])
@@ -105,4 +102,4 @@ def test_seed_is_validated_and_read_from_original_hparams():
     hps = {"image_size": 4, "n_levels": 2, "depth": 2, "width": 8, "n_bits_x": 8, "flow_permutation": 2,
            "flow_coupling": 0, "learntop": 0, "ycond": 0, "n_y": 10, "seed": 2}
     assert glow_tf.GlowConfig.from_openai_hparams(hps).seed == 2
-    assert TrainConfig(seed=3).glow_config(32, 3, 10).seed == 3
+    assert TrainConfig.from_flags(seed=3).model.seed == 3

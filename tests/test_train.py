@@ -4,6 +4,7 @@ In-process runs use tiny models with XLA off (tracing only); the distributed and
 kill-and-resume runs are in tests/test_train_resume.py (subprocesses).
 """
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -12,9 +13,9 @@ from absl import flags
 from PIL import Image
 
 from conftest import REPO_ROOT, TINY_DIGITS, read_json_lines, tiny_digits  # test_seeds.py imports tiny_digits from here
-from glow_tf import checkpoints, data, train_config, train_lib
+from glow_tf import checkpoints, data, inference, train_config, train_lib
 from glow_tf.cli import train as train_cli
-from glow_tf.train_config import TrainConfig, validate
+from glow_tf.train_config import TrainConfig
 
 MNIST_DIR = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "data", "mnist"))
 ORIGINAL_KEYS = ["epoch", "n_processed", "n_images", "train_time", "loss", "bits_x", "bits_y", "pred_loss"]
@@ -41,11 +42,11 @@ def test_flags_are_the_originals_with_their_defaults_and_documented():
         assert flag_values[name].value == default, name
         assert flag_values[name].help, name
     config = train_cli.config_from_flags(flag_values)
-    assert config.to_dict().items() >= defaults.items()
+    assert config.flags().items() >= defaults.items()
     assert train_config.ORIGINAL_FLAGS == tuple(ORIGINAL_FLAGS)  # the ones that may be abbreviated
     flag_values(["train.py", "--depth", "4", "--ycond", "--optimizer", "adam2", "--strategy", "mirrored"])
     config = train_cli.config_from_flags(flag_values)
-    assert (config.depth, config.ycond, config.optimizer, config.strategy) == (4, True, "adam2", "mirrored")
+    assert (config.model.depth, config.model.ycond, config.optimizer, config.strategy) == (4, True, "adam2", "mirrored")
     with pytest.raises(flags.IllegalFlagValueError):
         flag_values(["train.py", "--strategy", "horovod"])
 
@@ -59,12 +60,12 @@ def test_flags_are_the_originals_with_their_defaults_and_documented():
 ])
 def test_invalid_flags_are_clear_errors(changes, flag):
     with pytest.raises(ValueError, match=flag + ": expected"):
-        validate(TrainConfig(**changes))
+        TrainConfig.from_flags(changes)
 
 
 def test_a_batch_that_vanishes_at_the_anchor_resolution_is_an_error():
     with pytest.raises(ValueError, match="--n_batch_train: expected"):
-        train_lib.make_data(TrainConfig(problem="digits", anchor_size=2, n_batch_train=1))
+        train_lib.make_data(TrainConfig.from_flags(problem="digits", anchor_size=2, n_batch_train=1))
 
 
 def test_the_test_batch_follows_the_originals_rule_unless_given():
@@ -72,19 +73,19 @@ def test_the_test_batch_follows_the_originals_rule_unless_given():
     assert {batch: TrainConfig().local_batch_test(batch) for batch in table} == table
     assert [TrainConfig().local_batch_test(batch) for batch in (3, 48, 100)] == [2, 25, 50]  # key <= batch
     for n_batch_test, expected in ((-1, 25), (7, 7)):  # 8 * 32**2 // 16**2 = 32 images per step -> 25
-        datasets, plan = train_lib.make_data(TrainConfig(**{**TINY_DIGITS, "n_batch_train": 8, "anchor_size": 32,
-                                                            "n_batch_test": n_batch_test}))
+        datasets, plan = train_lib.make_data(TrainConfig.from_flags({**TINY_DIGITS, "n_batch_train": 8, "anchor_size": 32,
+                                                                     "n_batch_test": n_batch_test}))
         assert plan.local_batch_test == expected
         assert next(iter(datasets.test))[0].shape[0] == expected
 
 
 def test_the_originals_test_and_sample_schedule():
-    config = TrainConfig(epochs_full_valid=50, epochs_full_sample=50)
+    config = TrainConfig.from_flags(epochs_full_valid=50, epochs_full_sample=50)
     tested = [e for e in range(1, 201) if train_lib.should_test(e, config)]
     sampled = [e for e in range(1, 201) if train_lib.should_sample(e, config)]
     assert tested == [50, 100, 150, 200]
     assert sampled == [1, 10, 50, 100, 150, 200]
-    config = TrainConfig(epochs_full_valid=50, epochs_full_sample=3)
+    config = TrainConfig.from_flags(epochs_full_valid=50, epochs_full_sample=3)
     # Sampling happens only inside the original's "epoch < 10 or ... or full valid" branch.
     assert [e for e in range(1, 61) if train_lib.should_sample(e, config)] == [1, 3, 6, 9, 10, 30]
 
@@ -95,11 +96,11 @@ def mnist_run(tmp_path_factory):
     if not os.path.isdir(MNIST_DIR):
         pytest.skip("../shared/data/mnist absent (CI provides it beside the repo)")
     logdir = tmp_path_factory.mktemp("mnist")
-    config = TrainConfig(problem="mnist", data_dir=MNIST_DIR, logdir=str(logdir), n_levels=2, depth=2,
-                         width=16, n_batch_train=32, n_batch_init=64, n_train=640, n_test=500, epochs=5,
-                         lr=0.003, epochs_warmup=0, epochs_full_valid=1, epochs_full_sample=100,
-                         log_steps=True, export=False, gradient_checkpointing=0, jit_compile=False,
-                         steps_per_execution=20)
+    config = TrainConfig.from_flags(problem="mnist", data_dir=MNIST_DIR, logdir=str(logdir), n_levels=2, depth=2,
+                                    width=16, n_batch_train=32, n_batch_init=64, n_train=640, n_test=500, epochs=5,
+                                    lr=0.003, epochs_warmup=0, epochs_full_valid=1, epochs_full_sample=100,
+                                    log_steps=True, export=False, gradient_checkpointing=0, jit_compile=False,
+                                    steps_per_execution=20)
     train_lib.train_and_evaluate(config)
     return config
 
@@ -118,7 +119,7 @@ def test_mnist_held_out_bits_per_dim_fall_well_below_the_first_step(mnist_run):
 def test_logs_are_the_originals_json_lines(mnist_run):
     for name, keys in [("train.txt", ORIGINAL_KEYS), ("test.txt", [k for k in ORIGINAL_KEYS if k != "train_time"])]:
         hps, records = read_json_lines(os.path.join(mnist_run.logdir, name))
-        assert hps.items() >= {k: v for k, v in mnist_run.to_dict().items() if k not in ("image_size", "n_test")}.items()
+        assert hps.items() >= {k: v for k, v in mnist_run.flags().items() if k not in ("image_size", "n_test")}.items()
         assert hps["image_size"] == 32 and hps["n_test"] == 500 and hps["train_its"] == 20 and hps["n_y"] == 10
         assert [r["epoch"] for r in records] == [1, 2, 3, 4]
         for epoch, record in enumerate(records, start=1):
@@ -127,7 +128,7 @@ def test_logs_are_the_originals_json_lines(mnist_run):
             assert all(isinstance(record[k], str) and float(record[k]) >= 0 for k in keys[-4:])
             assert float(record["loss"]) == float(record["bits_x"]) and float(record["pred_loss"]) == 1.0
     config = checkpoints.read_run_config(mnist_run.logdir)
-    assert config["model"] == mnist_run.glow_config(32, 3, 10).to_dict()
+    assert config["model"] == mnist_run.model.replace(image_size=32, n_channels=3, n_y=10).to_dict()
 
 
 def test_run_writes_sample_grids_and_checkpoints(mnist_run):
@@ -144,8 +145,8 @@ def test_run_writes_sample_grids_and_checkpoints(mnist_run):
 
 
 def test_inference_mode_encodes_the_test_set(mnist_run, tmp_path):
-    config = mnist_run.replace(inference=True, restore_path=mnist_run.logdir, logdir=str(tmp_path))
-    path = train_lib.infer(config)
+    config = mnist_run.with_flags(inference=True, restore_path=mnist_run.logdir, logdir=str(tmp_path))
+    path = inference.infer(config)
     assert path == os.path.join(str(tmp_path), "latents.npz")
     result = np.load(path)
     datasets, _ = train_lib.make_data(config)
@@ -161,15 +162,15 @@ def test_inference_mode_encodes_the_test_set(mnist_run, tmp_path):
 
 def test_restoring_with_other_model_flags_names_them(mnist_run, tmp_path):
     with pytest.raises(ValueError, match=r"--depth 2 \(now 3\)"):
-        train_lib.train_and_evaluate(mnist_run.replace(depth=3))
+        train_lib.train_and_evaluate(mnist_run.with_flags(depth=3))
     with pytest.raises(ValueError, match=r"--restore_path .*--width 16 \(now 8\)"):
-        train_lib.train_and_evaluate(mnist_run.replace(width=8, logdir=str(tmp_path),
-                                                       restore_path=mnist_run.logdir))
+        train_lib.train_and_evaluate(mnist_run.with_flags(width=8, logdir=str(tmp_path),
+                                                          restore_path=mnist_run.logdir))
 
 
 def test_restore_path_starts_a_new_run_from_the_weights(mnist_run, tmp_path):
-    config = mnist_run.replace(logdir=str(tmp_path), restore_path=mnist_run.logdir, max_steps=1,
-                               epochs_full_valid=50)
+    config = mnist_run.with_flags(logdir=str(tmp_path), restore_path=mnist_run.logdir, max_steps=1,
+                                  epochs_full_valid=50)
     train_lib.train_and_evaluate(config)
     _, steps = read_json_lines(os.path.join(str(tmp_path), "train_steps.txt"))
     _, source_tests = read_json_lines(os.path.join(mnist_run.logdir, "test.txt"))
@@ -177,9 +178,48 @@ def test_restore_path_starts_a_new_run_from_the_weights(mnist_run, tmp_path):
     assert steps[0]["bits_x"] < float(source_tests[-1]["bits_x"]) + 0.5  # but from the trained weights
 
 
+# ------------------------------------------------------------------ runs of older code
+# tests/data/run_a14017c/: the config.json and the checkpoint's variables (names, shapes) of a run
+# that glow_tf at commit a14017c (flat TrainConfig, Trainer/_Run) wrote with OLD_RUN's flags and
+# --max_steps 6, before the configs were nested and the loop's state got one owner.
+OLD_RUN = dict(TINY_DIGITS, max_steps=6)
+OLD_RUN_DIR = os.path.join(REPO_ROOT, "tests", "data", "run_a14017c")
+
+
+def test_a_run_written_by_older_code_has_the_same_checkpoint_and_resumes(tmp_path, capsys):
+    config = TrainConfig.from_flags(OLD_RUN, logdir=str(tmp_path))
+    train_lib.train_and_evaluate(config)
+    prefix = tf.train.latest_checkpoint(os.path.join(str(tmp_path), checkpoints.CHECKPOINTS_DIR))
+    with open(os.path.join(OLD_RUN_DIR, "checkpoint_variables.txt")) as f:
+        old_variables = f.read().splitlines()
+    assert [f"{name} {list(shape)}" for name, shape in sorted(tf.train.list_variables(prefix))] == old_variables
+    old = checkpoints.read_run_config(OLD_RUN_DIR)
+    assert old["model"] == checkpoints.read_run_config(str(tmp_path))["model"]
+    shutil.copy(os.path.join(OLD_RUN_DIR, checkpoints.CONFIG_FILE), str(tmp_path))  # as the old code wrote it
+    capsys.readouterr()
+    train_lib.train_and_evaluate(config.with_flags(max_steps=8))
+    output = capsys.readouterr().out
+    assert "Resuming from" in output and "changed flags" not in output  # the old hps hold every flag as it was
+    _, steps = read_json_lines(os.path.join(str(tmp_path), "train_steps.txt"))
+    assert [r["step"] for r in steps] == list(range(8))
+
+
 # -------------------------------------------------------------------------- NaN guard
-def test_a_nonfinite_step_is_skipped_and_counted(tmp_path):
-    train_lib.train_and_evaluate(tiny_digits(tmp_path, debug_inject_nan_at_step=2, max_steps=6))
+def inject_nan_at_step(monkeypatch, step):
+    """Makes the loss and gradients of training step ``step`` (0-based) NaN, as a diverging step would."""
+    replica_grads = train_lib.Trainer.replica_grads
+
+    def poisoned(self, x, y, noise):
+        stats, grads = replica_grads(self, x, y, noise)
+        poison = tf.where(self.state.step == step, float("nan"), 0.0)
+        return tf.tensor_scatter_nd_add(stats, [[0]], [poison]), [g + poison for g in grads]
+
+    monkeypatch.setattr(train_lib.Trainer, "replica_grads", poisoned)
+
+
+def test_a_nonfinite_step_is_skipped_and_counted(tmp_path, monkeypatch):
+    inject_nan_at_step(monkeypatch, 2)
+    train_lib.train_and_evaluate(tiny_digits(tmp_path, max_steps=6))
     _, steps = read_json_lines(os.path.join(str(tmp_path), "train_steps.txt"))
     assert [r["ok"] for r in steps] == [True, True, False, True, True, True]
     assert np.isnan(steps[2]["loss"]) and np.isfinite([r["loss"] for r in steps if r["ok"]]).all()
@@ -191,9 +231,10 @@ def test_a_nonfinite_step_is_skipped_and_counted(tmp_path):
     assert all(np.isfinite(v.numpy()).all() for v in model.trainable_variables)
 
 
-def test_consecutive_nonfinite_steps_stop_the_run_and_keep_the_last_good_checkpoint(tmp_path):
+def test_consecutive_nonfinite_steps_stop_the_run_and_keep_the_last_good_checkpoint(tmp_path, monkeypatch):
+    inject_nan_at_step(monkeypatch, 5)
     with pytest.raises(train_lib.NonFiniteError, match="--max_nonfinite 1.*ckpt-4"):
-        train_lib.train_and_evaluate(tiny_digits(tmp_path, debug_inject_nan_at_step=5, max_nonfinite=1))
+        train_lib.train_and_evaluate(tiny_digits(tmp_path, max_nonfinite=1))
     ckpt_dir = os.path.join(str(tmp_path), checkpoints.CHECKPOINTS_DIR)
     assert tf.train.get_checkpoint_state(ckpt_dir).all_model_checkpoint_paths[-1].endswith("ckpt-4")
     model = checkpoints.restore_model(str(tmp_path))
@@ -207,13 +248,10 @@ def test_xla_and_plain_training_steps_agree(tmp_path):
         tf.keras.utils.set_random_seed(1)  # the same initial weights
         config = tiny_digits(tmp_path, jit_compile=jit)
         datasets, plan = train_lib.make_data(config)
-        info = datasets.info
-        trainer = train_lib.Trainer(config, tf.distribute.get_strategy(), datasets, plan,
-                                    config.glow_config(info.image_size, info.n_channels, info.n_y))
+        trainer = train_lib.Trainer(config, tf.distribute.get_strategy(), datasets, plan)
         trainer.data_dependent_init()
-        trainer.build_state()
         stats, ok = trainer.train_chunk(tf.constant(3))
-        results[jit] = stats.numpy(), ok.numpy(), [v.numpy() for v in trainer.variables + trainer.ema.shadows]
+        results[jit] = stats.numpy(), ok.numpy(), [v.numpy() for v in trainer.state.variables + trainer.state.ema.shadows]
     (stats, ok, weights), (xla_stats, xla_ok, xla_weights) = results[False], results[True]
     assert ok.all() and xla_ok.all()
     np.testing.assert_allclose(xla_stats, stats, rtol=1e-6)
@@ -223,7 +261,7 @@ def test_xla_and_plain_training_steps_agree(tmp_path):
 
 
 def test_data_is_what_make_data_describes():
-    datasets, plan = train_lib.make_data(TrainConfig(**{**TINY_DIGITS, "n_batch_train": 8, "anchor_size": 32}))
+    datasets, plan = train_lib.make_data(TrainConfig.from_flags({**TINY_DIGITS, "n_batch_train": 8, "anchor_size": 32}))
     x, y = next(iter(datasets.train))
     assert x.shape == (32, 16, 16, 3) and plan.local_batch_train == 32  # 8 * 32**2 // 16**2
     assert plan.train_its == 8 and plan.beta2 == pytest.approx(1 - 1 / 8)  # ceil(n_train / n_batch_train)
@@ -236,19 +274,18 @@ def test_restore_path_accepts_an_original_openai_checkpoint(golden_dir, tmp_path
     golden = os.path.join(golden_dir, "additive_shuffle_8bit")  # 16x16, 3 levels, depth 2, width 8, shuffle
     config = tiny_digits(tmp_path, n_levels=3, depth=2, width=8, flow_permutation=1, restore_path=golden)
     datasets, plan = train_lib.make_data(config)
-    trainer = train_lib.Trainer(config, tf.distribute.get_strategy(), datasets, plan,
-                                config.glow_config(16, 3, datasets.info.n_y))
+    trainer = train_lib.Trainer(config, tf.distribute.get_strategy(), datasets, plan)
+    assert trainer.model.config.image_size == 16 and trainer.model.config.n_channels == 3
     assert "original OpenAI checkpoint" in trainer.restore_weights(golden)
     original = openai.load_checkpoint(golden, os.path.join(golden, "hparams.json"))
     averages = openai.load_checkpoint(golden, os.path.join(golden, "hparams.json"), use_ema=True)
     for ours, theirs in zip(trainer.model.variables, original.variables):
         np.testing.assert_array_equal(ours.numpy(), theirs.numpy(), err_msg=ours.name)
-    for shadow, theirs in zip(trainer.ema.shadows, averages.trainable_variables):
+    for shadow, theirs in zip(trainer.state.ema.shadows, averages.trainable_variables):
         np.testing.assert_array_equal(shadow.numpy(), theirs.numpy())
     stats, ok = trainer.train_chunk(tf.constant(2))  # and it trains on
     assert ok.numpy().all() and bool(trainer.model.initialized.numpy())
     wrong = tiny_digits(tmp_path, n_levels=3, depth=2, width=16, flow_permutation=1)
-    wrong_trainer = train_lib.Trainer(wrong, tf.distribute.get_strategy(), datasets, plan,
-                                      wrong.glow_config(16, 3, datasets.info.n_y))
+    wrong_trainer = train_lib.Trainer(wrong, tf.distribute.get_strategy(), datasets, plan)
     with pytest.raises(ValueError, match="shape mismatch|missing"):
         wrong_trainer.restore_weights(golden)

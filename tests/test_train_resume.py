@@ -24,14 +24,14 @@ import os, signal, sys
 kill_after = int(sys.argv[1])
 from glow_tf import train_lib
 from glow_tf.cli import train
-log_steps = train_lib._Run._log_steps
+log_chunk = train_lib.TrainingRun.log_chunk
 
-def log_steps_then_die(self, step, stats, ok, seconds):
-    log_steps(self, step, stats, ok, seconds)
+def log_chunk_then_die(self, step, stats, ok, seconds):
+    log_chunk(self, step, stats, ok, seconds)
     if step + len(ok) > kill_after:
         os.kill(os.getpid(), signal.SIGKILL)
 
-train_lib._Run._log_steps = log_steps_then_die
+train_lib.TrainingRun.log_chunk = log_chunk_then_die
 sys.argv = ["train.py"] + sys.argv[2:]
 train.main()
 """
@@ -49,8 +49,8 @@ common = dict(problem="digits", n_levels=2, depth=1, width=8, anchor_size=16, n_
               n_batch_test=50, n_train=64, epochs_warmup=0, lr=0.003, epochs_full_valid=1,
               epochs_full_sample=100, log_steps=True, export=False, gradient_checkpointing=0,
               max_steps=8)
-train_lib.train_and_evaluate(TrainConfig(logdir=sys.argv[1], n_batch_train=16, **common))
-train_lib.train_and_evaluate(TrainConfig(logdir=sys.argv[2], n_batch_train=8, strategy="mirrored", **common))
+train_lib.train_and_evaluate(TrainConfig.from_flags(logdir=sys.argv[1], n_batch_train=16, **common))
+train_lib.train_and_evaluate(TrainConfig.from_flags(logdir=sys.argv[2], n_batch_train=8, strategy="mirrored", **common))
 """
 
 

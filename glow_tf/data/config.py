@@ -1,12 +1,14 @@
 """DataConfig: the data flags of the original train.py, and the per-problem defaults.
 
-Defaults are the original's flag defaults, except:
+Defaults are the original's flag defaults (train.py's TrainConfig keeps those), except:
   * ``problem`` defaults to "digits" (the original: "cifar10", which needs a download);
   * ``n_train`` defaults to -1, "the size of the train split" (the original: 50000). Either way
     ``n_train`` is the epoch size the training loop counts in, as in the original; it never
     drops training examples.
 """
 import dataclasses
+
+from glow_tf import fields
 
 PROBLEMS = ("mnist", "cifar10", "imagenet-oord", "imagenet", "celeba", "lsun_realnvp", "lsun",
             "folder", "digits")
@@ -54,54 +56,44 @@ PROBLEM_DEFAULTS = {
 class DataConfig:
     """Where the data comes from and how it is batched, named as the original's flags.
 
-    Attributes:
-      problem: one of ``PROBLEMS``.
-      data_dir: "" (mnist, cifar10: the Keras cache if it holds them; else tfds' default data
-        dir, or $TFDS_DATA_DIR) or a folder holding: MNIST idx files or Keras' mnist.npz
-        (mnist), Keras' CIFAR-10 batches (cifar10), the original's tfrecords (the five large
-        problems), a tfds data dir, or images (folder, where it is required). See ``sources``.
-      category: LSUN category (lsun, lsun_realnvp); appended to ``data_dir`` as the original.
-      image_size: output height = width; -1: the problem's default (``PROBLEM_DEFAULTS``).
-      n_train: epoch size in images; -1: the train split's size (50000 where unknown).
-      n_test: held-out images that ``Datasets.test`` passes over (the first ``n_test`` of the
-        held-out split); -1: the problem's default, capped at the split's size.
-      n_batch_train: GLOBAL training batch (split over replicas by tf.distribute).
-      n_batch_test: evaluation batch.
-      n_batch_init: size of the data-dependent-init batch.
-      dal: data augmentation level: 0 none, 1 random shift of up to 10% (as the original's
-        ImageDataGenerator(width_shift_range=.1, height_shift_range=.1)), 2 also flips,
-        rotation, zoom and shear (the original's cifar10 level 2). Capped per problem by
-        ``ProblemDefaults.max_dal``.
-      fmap: files read in parallel (tfrecord / tfds interleave).
-      pmap: parallel map calls; -1: tf.data.AUTOTUNE.
-      seed: seeds shuffling, augmentation and random crops.
-      shuffle_buffer: -1: the whole train split for in-memory sources (one index per image),
-        4 * n_batch_train for streamed ones (the original's tfrecord reader); else this size.
+    Each field's help says what it is; the flag fields are train.py's flags of the same name
+    (``train_config``), whose batch flags are per replica at the anchor resolution and become
+    these global ones at the run's start. Bad values raise a ValueError (``fields.FieldError``).
     """
-    problem: str = "digits"
-    data_dir: str = ""
-    category: str = ""
-    image_size: int = -1
-    n_train: int = -1
-    n_test: int = -1
-    n_batch_train: int = 64
-    n_batch_test: int = 50
-    n_batch_init: int = 256
-    dal: int = 1
-    fmap: int = 1
-    pmap: int = 16
-    seed: int = 0
-    shuffle_buffer: int = -1
+    problem: str = fields.field("digits", "Data set.", fields.one_of(PROBLEMS))
+    data_dir: str = fields.field(
+        "", "Location of the data: MNIST idx files or Keras' mnist.npz (mnist), Keras' cifar-10-batches-py/ "
+        "or cifar-10-python.tar.gz (cifar10), the original's tfrecords, a tfds data dir, or an image folder "
+        "(--problem folder). '': for mnist and cifar10 the Keras cache where the original's keras.datasets "
+        "put them ($KERAS_HOME/datasets, ~/.keras/datasets), else tfds' default. See data/problems.py.",
+        fields.STRING)
+    category: str = fields.field("", "LSUN category (appended to --data_dir, as the original).", fields.STRING)
+    image_size: int = fields.field(-1, "Image size; -1: the problem's size (PROBLEM_DEFAULTS).",
+                                   fields.INT_OR_MINUS_ONE)
+    n_train: int = fields.field(
+        -1, "Epoch size in images at the anchor resolution (as the original: an epoch is ceil(n_train / "
+        "(n_batch_train * replicas)) steps); -1: the size of the train split (50000 where unknown). It never "
+        "drops training examples.", fields.INT_OR_MINUS_ONE)
+    n_test: int = fields.field(-1, "Held-out images evaluated per test pass (the first n_test of the held-out "
+                               "split); -1: the problem's default, capped at the split's size.",
+                               fields.INT_OR_MINUS_ONE)
+    n_batch_train: int = fields.field(64, "Global training batch (split over replicas by tf.distribute).",
+                                      fields.POSITIVE_INT, flag=False)
+    n_batch_test: int = fields.field(50, "Evaluation batch.", fields.POSITIVE_INT, flag=False)
+    n_batch_init: int = fields.field(256, "Size of the data-dependent-init batch.", fields.POSITIVE_INT, flag=False)
+    dal: int = fields.field(1, "Data augmentation level: 0 none, 1 standard (random shift of up to 10%, as the "
+                            "original's ImageDataGenerator), 2 extra (cifar10: also flip, rotation, zoom, "
+                            "shear); capped per problem (ProblemDefaults.max_dal).", fields.one_of((0, 1, 2)))
+    fmap: int = fields.field(1, "Files read in parallel.", fields.POSITIVE_INT)
+    pmap: int = fields.field(16, "Parallel map calls in the input pipeline (-1: autotune).", fields.INT_OR_MINUS_ONE)
+    seed: int = fields.field(0, "Seeds shuffling, augmentation and random crops (train.py: --seed).",
+                             fields.int_at_least(0), flag=False)
+    shuffle_buffer: int = fields.field(
+        -1, "-1: the whole train split for in-memory sources (one index per image), 4 * n_batch_train for "
+        "streamed ones (the original's tfrecord reader); else this size.", fields.INT_OR_MINUS_ONE, flag=False)
 
     def __post_init__(self):
-        if self.problem not in PROBLEMS:
-            raise ValueError(f"DataConfig.problem: expected one of {PROBLEMS}, got {self.problem!r}")
-        for name in ("n_batch_train", "n_batch_test", "n_batch_init", "fmap"):
-            _expect_int(self, name, lambda v: v >= 1, "an int >= 1")
-        for name in ("image_size", "n_train", "n_test", "shuffle_buffer", "pmap"):
-            _expect_int(self, name, lambda v: v == -1 or v >= 1, "-1 or an int >= 1")
-        _expect_int(self, "dal", lambda v: v in (0, 1, 2), "0, 1 or 2")
-        _expect_int(self, "seed", lambda v: v >= 0, "an int >= 0")
+        fields.check(self, "DataConfig.")
 
     @property
     def defaults(self) -> ProblemDefaults:
@@ -115,8 +107,5 @@ class DataConfig:
     def augmentation_level(self) -> int:
         return min(self.dal, self.defaults.max_dal)
 
-
-def _expect_int(config, name, is_valid, expected):
-    value = getattr(config, name)
-    if not isinstance(value, int) or isinstance(value, bool) or not is_valid(value):
-        raise ValueError(f"DataConfig.{name}: expected {expected}, got {value!r}")
+    def replace(self, **changes) -> "DataConfig":
+        return dataclasses.replace(self, **changes)
