@@ -71,8 +71,10 @@ class ServingModule(tf.Module):
     model would also trace and serialise every layer's ``call``). The model code has no
     tensor-dependent Python control flow, so every function is traced without AutoGraph
     (AutoGraph conversion of every layer makes tracing several times slower), and every
-    function calls one of two shared bodies, ``_encode`` and ``_decode``, traced once per
-    input signature.
+    function calls one of two shared bodies, ``encode`` and ``decode``, each a tf.function traced
+    once per input signature. Those two are kept out of tf.Module's tracking as well: as
+    attributes they would be saved a second time beside the signatures that call them (a third
+    more on disk).
     """
 
     def __init__(self, model: Glow, seed: int = 0):
@@ -84,7 +86,9 @@ class ServingModule(tf.Module):
         super().__init__(name="glow")
         config = model.config
         # Held outside tf.Module's tracking (see the class docstring); model_variables are saved.
-        self._untracked = types.SimpleNamespace(model=model, config=config)
+        self._untracked = types.SimpleNamespace(
+            model=model, config=config, encode=tf.function(self._encode_continuous, autograph=False),
+            decode=tf.function(self._decode_eps, autograph=False))
         self.model_variables = list(model.variables)
         self.noise_generator = tf.random.Generator.from_seed(seed)
         self.config_json = tf.Variable(json.dumps({
@@ -110,8 +114,7 @@ class ServingModule(tf.Module):
         return [tf.TensorSpec([None], tf.int32, name="y")] if self._untracked.config.ycond else []
 
     # ---------------------------------------------------------------- the shared bodies
-    @tf.function(autograph=False)
-    def _encode(self, x, y):
+    def _encode_continuous(self, x, y):
         """x continuous [N, H, W, C] -> {eps_i, log_prob [N], y_logits [N, n_y] (classifier models)}."""
         model = self.model
         encoding = model.encode_with_log_det(x, model.check_labels(y, x, runtime_checks=True))
@@ -121,18 +124,17 @@ class ServingModule(tf.Module):
             outputs["y_logits"] = model.logits_from_top(encoding.z_top)  # [N, n_y]
         return outputs
 
-    @tf.function(autograph=False)
-    def _decode(self, eps, y):
+    def _decode_eps(self, eps, y):
         """List of latents -> {image uint8 [N, H, W, C], x float32 [N, H, W, C] (continuous)}."""
         model = self.model
         x = model.decode_with_log_det(eps, model.check_labels(y, eps[0], runtime_checks=True)).x
         return {"image": model.postprocess(x), "x": x}
 
     def _encode_uint8(self, x, y):
-        """The original's dequantisation with the saved generator's noise, then ``_encode``, bits_x."""
+        """The original's dequantisation with the saved generator's noise, then ``encode``, bits_x."""
         model = self.model
         noise = self.noise_generator.uniform(tf.shape(x), 0.0, 1.0 / model.config.n_bins)  # [N, H, W, C]
-        outputs = self._encode(model.preprocess(x, tf.ensure_shape(noise, x.shape)), y)
+        outputs = self._untracked.encode(model.preprocess(x, tf.ensure_shape(noise, x.shape)), y)
         outputs["bits_per_dim"] = model.bits_x(outputs.pop("log_prob"))  # [N]
         return outputs
 
@@ -144,12 +146,12 @@ class ServingModule(tf.Module):
 
     # ------------------------------------------------------------ the loaded object's API
     def _log_prob(self, x, y=None):
-        return self._encode(x, y)["log_prob"]
+        return self._untracked.encode(x, y)["log_prob"]
 
     @tf.function(autograph=False)
     def sample(self, n, y=None, temperature=1.0):
         """n uint8 images [n, H, W, C] (temperature scalar or [n]), as Glow.sample."""
-        return self._decode(self._sample_eps(n, temperature), y)["image"]
+        return self._untracked.decode(self._sample_eps(n, temperature), y)["image"]
 
     @tf.function(input_signature=[tf.TensorSpec([], tf.int64, name="seed")], autograph=False)
     def reseed(self, seed):
@@ -173,11 +175,11 @@ class ServingModule(tf.Module):
 
     def _decode_signature(self, *inputs):
         eps, y = self._inputs_and_labels(inputs)
-        return self._decode(list(eps), y)
+        return self._untracked.decode(list(eps), y)
 
     def _sample_signature(self, *inputs):
         (temperature,), y = self._inputs_and_labels(inputs)
-        return {"image": self._decode(self._sample_eps(tf.shape(temperature)[0], temperature), y)["image"]}
+        return {"image": self._untracked.decode(self._sample_eps(tf.shape(temperature)[0], temperature), y)["image"]}
 
     def _bits_per_dim_signature(self, *inputs):
         (x,), y = self._inputs_and_labels(inputs)
