@@ -112,8 +112,20 @@ class TrainConfig:
                              fields.int_at_least(0))
     # -------------------------------------------------------------------------- glow_tf's
     strategy: str = fields.field("default", "tf.distribute strategy: default (one device), mirrored (all "
-                                 "local GPUs, else the CPU devices), multi_worker (from TF_CONFIG), tpu.",
-                                 fields.one_of(STRATEGIES))
+                                 "local GPUs, else the CPU devices), multi_worker (one process per worker, on one "
+                                 "or several machines: the cluster from TF_CONFIG, a Slurm job step or an MPI "
+                                 "launch, see glow_tf/cluster.py), tpu.", fields.one_of(STRATEGIES))
+    worker_hosts: str = fields.field("", "--strategy multi_worker launched by mpiexec: the hosts in the order mpiexec "
+                                     "fills them with ranks, 'host:ranks,...' as Open MPI's --host ('h1:4,h2:4') or "
+                                     "'h1,h2' (ranks split evenly); '': every rank on this machine.", fields.STRING)
+    base_port: int = fields.field(12345, "--strategy multi_worker from Slurm or mpiexec: the port of each host's "
+                                  "first worker (worker k of a host listens on base_port + k).",
+                                  fields.int_in(1, 65535))
+    collective_timeout: float = fields.field(
+        0.0, "--strategy multi_worker: seconds after which a collective that not every worker joined fails the "
+        "run (TensorFlow keeps one sleeping thread per collective that long, about 4 per step); 0: none. A "
+        "worker that dies or freezes ends the others within about 15 s either way (TensorFlow's heartbeats).",
+        fields.float_at_least(0, " (0: none)"))
     tpu: str = fields.field("", "TPU address or name for --strategy tpu ('' = local TPU VM / Colab).", fields.STRING)
     cpu_replicas: int = fields.field(0, "Split the CPU into this many logical devices (0: leave it), so that "
                                      "--strategy mirrored can be tried without GPUs.", fields.int_at_least(0))
@@ -158,6 +170,8 @@ class TrainConfig:
         fields.expect(not self.tpu or self.strategy == "tpu", where, "tpu", "'' unless --strategy tpu", self.tpu)
         fields.expect(not self.cpu_replicas or self.strategy == "mirrored", where, "cpu_replicas",
                       "0 unless --strategy mirrored", self.cpu_replicas)
+        fields.expect(not self.worker_hosts or self.strategy == "multi_worker", where, "worker_hosts",
+                      "'' unless --strategy multi_worker", self.worker_hosts)
 
     # ------------------------------------------------------------------------- the flags
     @classmethod

@@ -47,7 +47,7 @@ import tensorflow as tf
 from absl import logging
 from tqdm import tqdm
 
-from glow_tf import checkpoints, data, files, optim, sampling
+from glow_tf import checkpoints, cluster, data, files, optim, preemption, sampling
 from glow_tf.config import GlowConfig
 from glow_tf.model import Glow
 from glow_tf.train_config import TrainConfig
@@ -58,7 +58,12 @@ from glow_tf.train_state import TrainState
 INIT_SALT, EVAL_SALT = 1, 2 ** 20
 # Flags that may change when a run is resumed without being worth a note.
 _RESUMABLE_CHANGES = ("max_steps", "max_time", "epochs", "verbose", "checkpoint_minutes", "export",
-                      "keep_checkpoints", "log_steps", "restore_path", "logdir", "steps_per_execution")
+                      "keep_checkpoints", "log_steps", "restore_path", "logdir", "steps_per_execution",
+                      "worker_hosts", "base_port", "collective_timeout")
+
+
+# stop_reason's answer when SIGTERM came: a checkpoint, then preemption.Preempted (exit status 42).
+PREEMPTED = "SIGTERM"
 
 
 class NonFiniteError(RuntimeError):
@@ -83,7 +88,7 @@ def make_strategy(config: TrainConfig) -> tf.distribute.Strategy:
                    or [d.name for d in tf.config.list_logical_devices("CPU")])
         return tf.distribute.MirroredStrategy(devices)
     if config.strategy == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return cluster.make_strategy(config.worker_hosts, config.base_port, config.collective_timeout)
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=config.tpu)
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
@@ -478,18 +483,24 @@ class TrainingRun:
         self.chief = is_chief(self.strategy)
         self.datasets, self.plan = make_data(config, self.strategy.num_replicas_in_sync)
         self.hps = {**config.flags(), **dataclasses.asdict(self.plan)}
-        os.makedirs(self.logdir, exist_ok=True)
+        if self.chief:
+            os.makedirs(self.logdir, exist_ok=True)
         ckpt_dir = os.path.join(self.logdir, checkpoints.CHECKPOINTS_DIR)
         best_dir = os.path.join(self.logdir, checkpoints.BEST_DIR)
-        if not self.chief:  # other workers write their copies of the checkpoint aside
-            ckpt_dir = best_dir = tempfile.mkdtemp(prefix="glow_tf_worker_ckpt_")
-        resume_prefix = tf.train.latest_checkpoint(ckpt_dir)
+        resume_prefix = tf.train.latest_checkpoint(ckpt_dir)  # every worker resumes from the chief's
+        # Other workers write their copies of the checkpoint aside, removed when the run ends.
+        self.scratch = (contextlib.nullcontext() if self.chief
+                        else tempfile.TemporaryDirectory(prefix="glow_tf_worker_ckpt_"))
+        if not self.chief:
+            ckpt_dir = best_dir = self.scratch.name
 
         self.trainer = Trainer(config, self.strategy, self.datasets, self.plan)
         self.state = self.trainer.state
         if resume_prefix:
             self._check_resume()
         origin = self.trainer.start(resume_prefix)
+        cluster.check_same_step(self.strategy, self.state.steps_done)
+        self.preemption = preemption.PreemptionWatcher(self.strategy)
         if self.chief:
             files.write_json_atomic(os.path.join(self.logdir, checkpoints.CONFIG_FILE),
                                     {"model": self.trainer.model.config.to_dict(), "train": self.hps})
@@ -543,7 +554,7 @@ class TrainingRun:
         epoch_start_time, epoch_start_step = time.time(), step
         last_save_time, bar = time.time(), None
         self._print("epoch n_processed n_images ips dtrain dtest dsample dtot train_results test_results msg")
-        while self.stop_reason(step) is None:
+        while (reason := self.stop_reason(step)) is None:
             epoch = step // plan.train_its + 1
             bar = bar or tqdm(total=plan.train_its, initial=step % plan.train_its, desc=f"epoch {epoch}",
                               disable=not (self.chief and sys.stderr.isatty()), leave=False)
@@ -562,16 +573,24 @@ class TrainingRun:
                 last_save_time = time.time()
         if bar is not None:
             bar.close()
+        if reason == PREEMPTED:
+            self.preemption.checkpoint_and_stop(lambda: self._save(step), step)
         self._finish(step)
 
     def stop_reason(self, step):
-        """Why the run stops before ``step`` (None: it goes on): the one check between two chunks."""
+        """Why the run stops before ``step`` (None: it goes on): the one check between two chunks.
+
+        Every worker of a multi-worker run calls it at the same steps and gets the same answer
+        (the preemption and time checks are agreed on: ``cluster.any_worker``).
+        """
         config = self.config
+        if self.preemption.stop_requested():
+            return PREEMPTED
         if step // self.plan.train_its + 1 >= config.epochs:
             return "epochs done"
         if config.max_steps and step >= config.max_steps:
             return "--max_steps"
-        if config.max_time and time.time() - self.start_time >= config.max_time:
+        if config.max_time and cluster.any_worker(self.strategy, time.time() - self.start_time >= config.max_time):
             return "--max_time"
         return None
 
@@ -702,4 +721,7 @@ def train_and_evaluate(config: TrainConfig):
     if config.inference:
         raise ValueError("--inference: call glow_tf.inference.infer (train.py does)")
     seed_everything(config)
-    TrainingRun(config).run()
+    run = TrainingRun(config)
+    # SIGTERM: a checkpoint at the next step boundary, then preemption.Preempted; scratch: removed at the end.
+    with run.preemption, run.scratch:
+        run.run()

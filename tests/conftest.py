@@ -130,3 +130,28 @@ def read_json_lines(path):
     with open(path) as f:
         lines = f.read().splitlines()
     return json.loads(lines[0]), [json.loads(line) for line in lines[1:]]
+
+
+class BackgroundRun:
+    """A training process running beside the test that started it; ``wait()`` returns its logdir."""
+
+    def __init__(self, process, logdir):
+        self.process, self.logdir = process, logdir
+
+    def wait(self):
+        from processes import finish
+        code, _, err = finish(self.process)
+        assert code == 0, err[-3000:]
+        return self.logdir
+
+
+@pytest.fixture(scope="session")
+def one_process_run(tmp_path_factory):
+    """The tiny run of tests/processes.py in one process, the reference of the multi-worker, MPI and
+    preemption tests: started when first asked for, so that it runs beside that test's own processes."""
+    from processes import TRAIN, start, train_args
+    logdir = tmp_path_factory.mktemp("one_process") / "run"
+    run = BackgroundRun(start([TRAIN] + train_args(logdir), logdir.parent / "process"), logdir)
+    yield run
+    run.process.kill()  # if no test waited for it
+    run.process.wait()

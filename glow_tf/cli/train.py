@@ -11,10 +11,19 @@ As with the original's argparse, a flag of the original may be abbreviated to an
 is unambiguous (`--n_level 3` is `--n_levels 3`, `--learn` is `--learntop`); a prefix that could
 also mean another flag (glow_tf's or absl's) is an error naming them, and glow_tf's own flags
 are spelled out in full.
+
+Exit status: 0 when training ended (epochs, --max_steps or --max_time); 1 on an error, with one
+line saying what was expected (also when another worker of a multi-worker run failed);
+42 (``preemption.EXIT_STATUS``) when SIGTERM stopped it after writing a checkpoint at the next
+step boundary: the same command resumes from it.
 """
+import os
+import sys
+
+import tensorflow as tf
 from absl import flags
 
-from glow_tf import cli, inference, train_config, train_lib
+from glow_tf import checkpoints, cli, cluster, inference, preemption, train_config, train_lib
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -53,6 +62,17 @@ def _train():
             train_lib.train_and_evaluate(config)
     except train_lib.NonFiniteError as e:  # the message says what to try; no traceback
         raise SystemExit(f"{cli.program_name()}: {e}") from None
+    except preemption.Preempted as e:
+        print(f"{cli.program_name()}: {e}", file=sys.stderr)
+        raise SystemExit(preemption.EXIT_STATUS) from None
+    except tf.errors.OpError as e:  # another worker failed: one line, not TensorFlow's traceback
+        last = tf.train.latest_checkpoint(os.path.join(config.logdir, checkpoints.CHECKPOINTS_DIR))
+        message = cluster.failure_message(e, last) if config.strategy == "multi_worker" else None
+        if message is None:
+            raise
+        print(f"{cli.program_name()}: {message}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(1)  # not the interpreter's teardown: after a collective timed out, TensorFlow's crashed (seen)
 
 
 def main():
