@@ -42,12 +42,6 @@ def _status_mib(field):
         return int(re.search(rf"{field}:\s+(\d+) kB", f.read()).group(1)) / 1024
 
 
-def graph_op_count(concrete_function):
-    """Ops of a traced function and of every function in its library (loop bodies, gradients)."""
-    graph_def = concrete_function.graph.as_graph_def()
-    return len(graph_def.node) + sum(len(f.node_def) for f in graph_def.library.function)
-
-
 def child(depth, memory_saving, batch, steps):
     """In the subprocess (``glow_tf`` first on sys.path is the implementation): one JSON line."""
     import numpy as np
@@ -66,7 +60,7 @@ def child(depth, memory_saving, batch, steps):
     walls = [harness.timed(step, x)[0] for _ in range(steps)]
     print(json.dumps({"depth": depth, "memory_saving": memory_saving, "batch": batch,
                       "glow_tf": os.path.dirname(os.path.dirname(glow_tf.__file__)),
-                      "trainable_variables": len(model.trainable_variables), "graph_ops": graph_op_count(concrete),
+                      "trainable_variables": len(model.trainable_variables), "graph_ops": len(harness.graph_op_types(concrete)),
                       "trace_seconds": trace_s, "compile_seconds": compile_s,
                       "peak_rss_mib": _status_mib("VmHWM"), "step_seconds": float(np.median(walls))}))
 

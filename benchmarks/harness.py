@@ -1,6 +1,9 @@
-"""Timing, machine peak, load and results.json helpers shared by the benchmark programs."""
+"""Timing, machine peak, load, graph-size and results.json helpers shared by the benchmark
+programs (and by tests that check structural properties: op counts, compiled FLOPs)."""
 import json
+import math
 import os
+import re
 import time
 
 from glow_tf import files  # before TensorFlow: glow_tf sets its environment (glow_tf/_env.py)
@@ -61,6 +64,46 @@ def matmul_peak_gflops(size=2048, repeats=7):
     _wait(matmul(a))
     best = min(timed(matmul, a)[0] for _ in range(repeats))
     return 2.0 * size ** 3 / best / 1e9
+
+
+def graph_op_types(concrete_function):
+    """The op type of every node of a traced function and of every function in its library
+    (loop bodies, their gradients), one entry per node."""
+    graph_def = concrete_function.graph.as_graph_def()
+    return [node.op for node in graph_def.node] + [node.op for f in graph_def.library.function for node in f.node_def]
+
+
+_HLO_SHAPE = r"\w+\[([\d,]*)\]"
+_HLO_NAME = r"%([\w.\-]+)"
+
+
+def _dims(text):
+    return [int(d) for d in text.split(",") if d]
+
+
+def hlo_flops(hlo_text):
+    """Convolution and matmul FLOPs of an HLO module (``experimental_get_compiler_ir``'s
+    "optimized_hlo" text), every instruction counted once: a loop body once, whatever its
+    trip count (TensorFlow's loops carry none XLA could annotate).
+
+    An instruction costs 2 * (output elements) * (multiply-adds per output element: the
+    contracted dimensions of a dot, the kernel's elements per output feature of a convolution).
+    """
+    shapes = {name: _dims(dims) for name, dims in re.findall(rf"{_HLO_NAME}: {_HLO_SHAPE}", hlo_text)}  # parameters
+    shapes.update({name: _dims(dims) for name, dims in re.findall(rf"^\s*(?:ROOT )?{_HLO_NAME} = {_HLO_SHAPE}",
+                                                                   hlo_text, re.M)})
+    total = 0
+    for out, op, lhs, rhs, attributes in re.findall(
+            rf"^\s*(?:ROOT )?%[\w.\-]+ = {_HLO_SHAPE}\S* (convolution|dot)\({_HLO_NAME}, {_HLO_NAME}\)(.*)$",
+            hlo_text, re.M):
+        if op == "dot":
+            contracted = _dims(re.search(r"lhs_contracting_dims=\{([\d,]*)\}", attributes).group(1))
+            per_output = math.prod(shapes[lhs][d] for d in contracted)
+        else:  # the kernel's 'o' dimension from dim_labels, e.g. b01f_01io->b01f
+            kernel_labels = re.search(r"dim_labels=\w+_(\w+)->", attributes).group(1)
+            per_output = math.prod(shapes[rhs]) // shapes[rhs][kernel_labels.index("o")]
+        total += 2 * math.prod(_dims(out)) * per_output
+    return total
 
 
 def load_average():

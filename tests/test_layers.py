@@ -265,6 +265,40 @@ def test_coupling_formulas_first_half_conditions():
     np.testing.assert_allclose(log_det, np.log(scale).sum(axis=(1, 2, 3)), rtol=1e-5)
 
 
+@pytest.mark.parametrize("coupling", [AdditiveCoupling, AffineCoupling])
+def test_coupling_differentiates_from_its_saved_activations(coupling):
+    # The normal mode's backward loop: forward_saving keeps the network's activations, and
+    # forward_from_saved gives forward's values and gradients from them.
+    layer = coupling(4, width=8)
+    perturb(layer.trainable_variables, 0.3, seed=3)
+    x = _x(seed=4)
+    weights = _x(seed=5)
+    z, log_det, saved = layer.forward_saving(x)
+    z_want, log_det_want = layer.forward(x)
+    np.testing.assert_array_equal(z, z_want)
+    np.testing.assert_array_equal(log_det, log_det_want)
+    a_1, a_2, h = layer.f1.activations(x[..., :2])
+    assert [t.shape for t in saved] == [(2, 4, 4, 8), (2, 4, 4, 8), h.shape]
+    np.testing.assert_array_equal(saved[2], h)
+    np.testing.assert_array_equal(saved[0], a_1)
+
+    def values_and_gradients(forward):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            z, log_det = forward()
+            loss = tf.reduce_sum(z * weights) + 0.3 * tf.reduce_sum(log_det)
+        return z, log_det, tape.gradient(loss, [x] + layer.trainable_variables)
+
+    got = values_and_gradients(lambda: layer.forward_from_saved(x, saved))
+    want = values_and_gradients(lambda: layer.forward(x))
+    for g, w in zip(tf.nest.flatten(got), tf.nest.flatten(want)):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+    # The values are the saved ones, not recomputed: a changed output activation shows.
+    changed = layer.forward_from_saved(x, saved[:2] + [saved[2] + 1.0])[0]
+    np.testing.assert_array_equal(changed, tf.concat([x[..., :2], layer.couple(x[..., 2:], saved[2] + 1.0)[0]], 3))
+    assert np.abs(changed - z).max() > 0.1
+
+
 def test_coupling_network_shapes_match_the_original():
     net = AffineCoupling(6, width=16).f1
     assert net.l_1.kernel.shape == (3, 3, 3 + 1, 16)

@@ -1,4 +1,4 @@
-"""glow_tf.reversible: the memory-saving mode keeps no per-step activations.
+"""glow_tf.reversible: what each mode's backward loop keeps and computes.
 
 That its values and gradients equal ordinary backprop's (and the unrolled steps') is checked
 in test_scan.py for every permutation and coupling, in graph mode and under XLA.
@@ -6,6 +6,7 @@ in test_scan.py for every permutation and coupling, in graph mode and under XLA.
 import numpy as np
 import tensorflow as tf
 
+from benchmarks import harness
 from conftest import build_model, perturb, random_images, tiny_config
 from glow_tf.layers import FlowScan, data_dependent_init
 from glow_tf.model import FlowStep
@@ -21,8 +22,8 @@ def _scan(memory_saving, depth=3, channels=8):
     return scan, x
 
 
-def _gradient_graph(scan, x):
-    @tf.function
+def _gradient(scan, jit_compile=False):
+    @tf.function(jit_compile=jit_compile)
     def run(x):
         with tf.GradientTape() as tape:
             tape.watch(x)
@@ -32,23 +33,40 @@ def _gradient_graph(scan, x):
         assert all(g is not None for g in grads)
         return grads
 
-    graph_def = run.get_concrete_function(x).graph.as_graph_def()
-    return [node.op for node in graph_def.node] + [node.op for f in graph_def.library.function for node in f.node_def]
+    return run
 
 
-def test_memory_saving_keeps_no_per_step_activations():
+def test_backward_loops_keep_no_accumulators():
     # TensorFlow's own differentiation of the loop would push every step's intermediates onto
     # accumulator lists (TensorListPushBack); neither mode lets it. The per-step lists left are
     # the stacks' gradients (both modes) and, in normal mode only, the inputs of the step's
-    # three layers (actnorm, permutation, coupling).
+    # three layers (actnorm, permutation, coupling) and the coupling network's three
+    # activations (its two hidden layers before their relu, and its output).
     lists = {}
     for memory_saving in (False, True):
         scan, x = _scan(memory_saving)
-        ops = _gradient_graph(scan, x)
+        ops = harness.graph_op_types(_gradient(scan).get_concrete_function(x))
         assert "While" in ops or "StatelessWhile" in ops
         assert "TensorListPushBack" not in ops
         lists[memory_saving] = ops.count("TensorListReserve")
-    assert lists[False] - lists[True] == 3
+    assert lists[True] == len(scan.trainable_variables)
+    assert lists[False] - lists[True] == 3 + 3
+
+
+def test_normal_mode_backward_does_not_recompute_the_coupling_network():
+    # Backprop costs about twice the forward's convolution and matmul FLOPs (the gradients of
+    # the inputs and of the weights), so forward + backward is about 3x the forward alone; a
+    # backward that evaluated the coupling network again is about 4x. The memory-saving mode,
+    # which recomputes each step by inversion, is the control. FLOPs of the XLA-compiled
+    # programs, after XLA removed what nothing reads.
+    def flops(fn, x):
+        return harness.hlo_flops(fn.experimental_get_compiler_ir(x)(stage="optimized_hlo"))
+
+    scan, x = _scan(memory_saving=False)
+    forward = flops(tf.function(lambda x: scan.forward(x), jit_compile=True), x)
+    ratios = {memory_saving: flops(_gradient(_scan(memory_saving)[0], jit_compile=True), x) / forward
+              for memory_saving in (False, True)}
+    assert ratios[False] < 3.2 and ratios[True] > 3.8, ratios
 
 
 def test_data_dependent_init_runs_step_by_step_in_memory_saving_mode():

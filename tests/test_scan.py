@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 import glow_tf
+from benchmarks import harness
 from conftest import build_model, continuous_batch, perturb, tiny_config
 from glow_tf import checkpoints, reversible
 from glow_tf.layers import FlowChain, FlowScan, data_dependent_init, squeeze2d, unsqueeze2d
@@ -234,8 +235,7 @@ def _training_step_op_count(depth, memory_saving):
         return loss
 
     # Ops of the step and of every function it calls (loop bodies, their gradients).
-    graph_def = step.get_concrete_function(x).graph.as_graph_def()
-    return len(graph_def.node) + sum(len(f.node_def) for f in graph_def.library.function)
+    return len(harness.graph_op_types(step.get_concrete_function(x)))
 
 
 @pytest.mark.parametrize("memory_saving", [False, True], ids=["normal", "reversible"])

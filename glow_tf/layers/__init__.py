@@ -2,7 +2,7 @@
 original's network blocks."""
 from glow_tf.layers.actnorm import ActNorm, data_dependent_init
 from glow_tf.layers.base import FlowChain, FlowLayer
-from glow_tf.layers.coupling import AdditiveCoupling, AffineCoupling, CouplingNetwork, make_coupling
+from glow_tf.layers.coupling import AdditiveCoupling, AffineCoupling, Coupling, CouplingNetwork, make_coupling
 from glow_tf.layers.nn import ConvActNorm, LinearZeros, ZeroConv2D
 from glow_tf.layers.scan import FlowScan
 from glow_tf.layers.permute import (InvertibleConv1x1, InvertibleConv1x1LU, Reverse, Shuffle,
@@ -10,7 +10,7 @@ from glow_tf.layers.permute import (InvertibleConv1x1, InvertibleConv1x1LU, Reve
 from glow_tf.layers.split import Split, TopPrior
 from glow_tf.layers.squeeze import Squeeze, squeeze2d, unsqueeze2d
 
-__all__ = ["ActNorm", "AdditiveCoupling", "AffineCoupling", "ConvActNorm", "CouplingNetwork",
+__all__ = ["ActNorm", "AdditiveCoupling", "AffineCoupling", "ConvActNorm", "Coupling", "CouplingNetwork",
            "FlowChain", "FlowLayer", "FlowScan", "InvertibleConv1x1", "InvertibleConv1x1LU", "LinearZeros",
            "Reverse", "Shuffle", "Split", "Squeeze", "TopPrior", "ZeroConv2D",
            "data_dependent_init", "make_coupling", "make_permutation", "squeeze2d", "unsqueeze2d"]

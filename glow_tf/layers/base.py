@@ -54,6 +54,24 @@ class FlowLayer(keras.layers.Layer):
     def inverse(self, z, cond=None):
         raise NotImplementedError
 
+    # The number of tensors ``forward_saving`` saves.
+    n_saved = 0
+
+    def forward_saving(self, x, cond=None):
+        """(z, log_det, saved): ``forward(x)`` and the costly intermediates its gradient reads
+        (a list of ``n_saved`` tensors; see ``forward_from_saved``)."""
+        return (*self.forward(x, cond), [])
+
+    def forward_from_saved(self, x, saved, cond=None):
+        """``forward(x)`` with the intermediates ``saved`` (``forward_saving(x)``'s) read, not
+        recomputed: the same values and gradients, and a gradient that needs no forward pass.
+
+        The normal mode's backward loop (``glow_tf.reversible``) differentiates this at each
+        step's stored input; a layer with nothing costly to save keeps this default.
+        """
+        del saved
+        return self.forward(x, cond)
+
     def call(self, x, cond=None):
         return self.forward(x, cond)
 
