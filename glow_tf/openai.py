@@ -22,8 +22,8 @@ import tensorflow as tf
 
 from glow_tf import files
 from glow_tf.config import GlowConfig, read_openai_hparams
-from glow_tf.layers import (ActNorm, AdditiveCoupling, AffineCoupling, ConvActNorm, InvertibleConv1x1,
-                            InvertibleConv1x1LU, LinearZeros, Reverse, Shuffle, ZeroConv2D)
+from glow_tf.layers import (ActNorm, ConvActNorm, Coupling, InvertibleConv1x1, InvertibleConv1x1LU, LinearZeros,
+                            Reverse, Shuffle, ZeroConv2D)
 from glow_tf.model import Glow
 
 EMA_SUFFIX = "/ExponentialMovingAverage"
@@ -46,9 +46,8 @@ class Target(NamedTuple):
         return self.variable.trainable
 
     def value(self):
-        """The current value, as numpy."""
-        value = self.variable.numpy()
-        return value if self.step is None else value[self.step]
+        """The current value, as numpy (of a stack, only its row ``step`` is read)."""
+        return (self.variable if self.step is None else tf.gather(self.variable, self.step)).numpy()
 
 
 def _layer_names(layer, prefix):
@@ -68,7 +67,7 @@ def _layer_names(layer, prefix):
         return {f"{prefix}/indices": layer.indices, f"{prefix}/indices_inverse": layer.indices_inverse}
     if isinstance(layer, Reverse):
         return {}
-    if isinstance(layer, (AdditiveCoupling, AffineCoupling)):
+    if isinstance(layer, Coupling):
         net = layer.f1
         return {name: v for sub, sub_name in [(net.l_1, "l_1"), (net.l_2, "l_2"), (net.l_last, "l_last")]
                 for name, v in _layer_names(sub, f"{prefix}/f1/{sub_name}").items()}

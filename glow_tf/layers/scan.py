@@ -20,9 +20,9 @@ variables are not tracked, trained or saved. The stacks start at the initial val
 ``make_step(i)`` for every i, so seeded initialisers (the 1x1 conv's orthogonal W, the
 shuffle's permutation) differ from step to step exactly as separate layers would.
 
-Data-dependent init runs step by step, as the original: step i's parameters are copied into
-the template's variables, the template initialises its actnorms from its input, and the
-values are written back into the stacks.
+Data-dependent init runs step by step, as the original: the template runs with step i's
+parameters, its actnorms initialise themselves from their inputs, and their values are
+written into row i of the stacks.
 
 The backward pass is one loop too, written out in ``glow_tf.reversible``: with
 ``memory_saving`` it recomputes each step's input by inversion (nothing stored), otherwise it
@@ -31,7 +31,7 @@ reads the inputs the forward loop stored.
 import numpy as np
 import tensorflow as tf
 
-from glow_tf.layers.actnorm import initializing
+from glow_tf.layers.actnorm import ActNorm, initializing
 from glow_tf.layers.base import FlowLayer, parameters_as, read
 
 
@@ -144,17 +144,21 @@ class FlowScan(FlowLayer):
     def _initialize(self, x, cond):
         """Data-dependent init, step by step (eagerly, or unrolled when traced; it runs once).
 
-        Each step's row is written back in place (a scatter), so no second copy of the level's
-        parameters is made (6 levels x 32 steps at width 512 hold 0.63 GiB of them).
+        Step i runs with its own parameters standing in for the template's, except the
+        actnorms': the template's actnorms initialise themselves from their inputs, and only
+        those rows are written back into the stacks, in place (a scatter: no second copy of
+        the level's parameters, 0.63 GiB for 6 levels x 32 steps at width 512).
         """
         template = self.template
+        actnorm_refs = {v.ref() for layer in template.submodules if isinstance(layer, ActNorm) for v in layer.variables}
+        initialized = [(v, s) for v, s in zip(template.variables, self.stacks) if v.ref() in actnorm_refs]
+        given = [(v, s) for v, s in zip(template.variables, self.stacks) if v.ref() not in actnorm_refs]
         log_det = tf.zeros(tf.shape(x)[:1], x.dtype)
         for i in range(self.depth):
-            for v, stack in zip(template.variables, self.stacks):
-                v.assign(stack[i])
-            x, step_log_det = template.forward(x, cond)  # initialises the template's actnorms
+            with parameters_as([v for v, _ in given], [s[i] for _, s in given]):
+                x, step_log_det = template.forward(x, cond)  # initialises the template's actnorms
             log_det += step_log_det
-            for v, stack in zip(template.variables, self.stacks):
+            for v, stack in initialized:
                 stack.scatter_update(tf.IndexedSlices(v.read_value()[None], tf.constant([i])))
         return x, log_det
 
