@@ -53,17 +53,23 @@ def adamax_second_moment(m2, g, beta2):
     return tf.maximum(beta2 * m2, tf.abs(g))
 
 
-def moment_step(w, m1, m2, g, alpha, beta1, epsilon, weight_decay, second_moment, denominator):
-    """The update of one weight (the module docstring's) -> new (w, m1, m2).
+def new_moments(m1, m2, g, beta1, second_moment):
+    """The moments' update (the module docstring's) -> new (m1, m2); m1 unused when beta1 == 0.
 
     Args:
-      w, m1, m2, g: the weight, its moments (m1 unused when beta1 == 0) and its gradient.
-      alpha: lr * bias_correction(t).
-      second_moment: (m2, g) -> the new m2; denominator: m2 -> f(m2) in m1 / (f(m2) + eps).
+      second_moment: (m2, g) -> the new m2.
     """
-    m1 = beta1 * m1 + (1.0 - beta1) * g if beta1 > 0 else g
-    m2 = second_moment(m2, g)
-    return weight_decay * w - alpha * (m1 / (denominator(m2) + epsilon)), m1, m2
+    return (beta1 * m1 + (1.0 - beta1) * g if beta1 > 0 else g), second_moment(m2, g)
+
+
+def weight_step(w, m1, m2, alpha, epsilon, weight_decay, denominator):
+    """w <- weight_decay * w - alpha * m1 / (f(m2) + eps), from the new moments.
+
+    Args:
+      alpha: lr * bias_correction(t).
+      denominator: m2 -> f(m2).
+    """
+    return weight_decay * w - alpha * (m1 / (denominator(m2) + epsilon))
 
 
 def _if_ok(ok, new, old):
@@ -143,11 +149,14 @@ class AdamFamily(tf.Module):
         # On one copy of w (one device): the slots read as that device's copies.
         alpha = tf.cast(lr, tf.float32) * correction
         m1, m2 = (self.m1[i] if self.beta1 > 0 else None), self.m2[i]
-        w_new, m1_new, m2_new = moment_step(w, m1, m2, g, alpha, self.beta1, self.epsilon, self.weight_decay,
-                                            lambda m2, g: self.second_moment(m2, g, g_squared), self.denominator)
+        m1_new, m2_new = new_moments(m1, m2, g, self.beta1, lambda m2, g: self.second_moment(m2, g, g_squared))
         if m1 is not None:
             m1.assign(_if_ok(ok, m1_new, m1))
+            m1_new = m1.read_value()
         m2.assign(_if_ok(ok, m2_new, m2))
+        # w from the slots as written (equal to the new moments where ok; w is kept where not):
+        # computed from the old slots, XLA keeps a copy of each old slot, 2 x the weights' size.
+        w_new = weight_step(w, m1_new, m2.read_value(), alpha, self.epsilon, self.weight_decay, self.denominator)
         w.assign(_if_ok(ok, w_new, w))
 
 
@@ -235,7 +244,7 @@ class PolyakAverage(tf.Module):
 class KerasAdamax(keras.optimizers.Optimizer):
     """The original's Adamax as a tf_keras optimizer, for ``Glow.compile`` / ``Glow.fit``.
 
-    The same update as ``Adamax`` (``moment_step``; see the module docstring), with t = iterations + 1:
+    The same update as ``Adamax`` (``new_moments``, ``weight_step``; see the module docstring), with t = iterations + 1:
     ``m1 <- beta1 m1 + (1 - beta1) g``, ``m2 <- max(beta2 m2, |g|)``,
     ``w <- decay * w - lr * sqrt(1 - beta2**t) / (1 - beta1**t) * m1 / (m2 + eps)``.
     The Polyak average is Keras's own: ``use_ema=True, ema_momentum=beta2`` (an EMA of the
@@ -275,12 +284,12 @@ class KerasAdamax(keras.optimizers.Optimizer):
         m1, m2 = self._m1[index], self._m2[index]
         t = tf.cast(self.iterations + 1, variable.dtype)
         alpha = tf.cast(self.learning_rate, variable.dtype) * bias_correction(t, self.beta1, self.beta2)
-        w_new, m1_new, m2_new = moment_step(variable, m1, m2, gradient, alpha, self.beta1, self.epsilon,
-                                            self.multiplicative_decay,
-                                            lambda m2, g: adamax_second_moment(m2, g, self.beta2), lambda m2: m2)
+        m1_new, m2_new = new_moments(m1, m2, gradient, self.beta1,
+                                     lambda m2, g: adamax_second_moment(m2, g, self.beta2))
         m1.assign(m1_new)
         m2.assign(m2_new)
-        variable.assign(w_new)
+        variable.assign(weight_step(variable, m1.read_value(), m2.read_value(), alpha, self.epsilon,
+                                    self.multiplicative_decay, lambda m2: m2))
 
     def get_config(self):
         return {**super().get_config(), "learning_rate": self._serialize_hyperparameter(self._learning_rate),
