@@ -10,7 +10,7 @@ from conftest import jacobian_log_det, perturb, tiny_config
 from glow_tf.layers import (ActNorm, AdditiveCoupling, AffineCoupling, ConvActNorm, InvertibleConv1x1,
                             InvertibleConv1x1LU, LinearZeros, Reverse, Shuffle, Split, Squeeze, TopPrior,
                             ZeroConv2D, data_dependent_init, squeeze2d, unsqueeze2d)
-from glow_tf.layers.nn import edge_bias_conv2d
+from glow_tf.layers.nn import conv2d_same, edge_bias_conv2d
 from glow_tf.model import FlowStep
 
 SHAPE = (2, 4, 4, 4)  # [N, H, W, C]
@@ -172,6 +172,31 @@ def test_edge_bias_conv_equals_original_construction(kernel_size):
     # The border channel matters: without it the result differs at the border.
     plain = tf.nn.conv2d(x, kernel[:, :, :3], 1, "SAME").numpy()
     assert np.abs(got - plain).max() > 1e-2
+
+
+# (n_in, n_out, kernel size): conv2d_same computes a convolution with few outputs
+# (size**2 * n_out <= n_in) as one matmul and shifted sums, else as TensorFlow's convolution;
+# the input's gradient is the convolution with the transposed kernel (n_in and n_out swapped).
+CONV_SHAPES = [(4, 8, 3), (40, 4, 3), (3, 48, 3), (60, 2, 5)]
+
+
+@pytest.mark.parametrize("n_in, n_out, size", CONV_SHAPES)
+def test_conv2d_same_equals_tf_conv_with_gradients(n_in, n_out, size):
+    rng = np.random.RandomState(3)
+    x = tf.constant(rng.standard_normal((2, 6, 5, n_in)).astype(np.float32))
+    kernel = tf.constant(rng.standard_normal((size, size, n_in, n_out)).astype(np.float32))
+    upstream = tf.constant(rng.standard_normal((2, 6, 5, n_out)).astype(np.float32))
+
+    def value_and_grads(conv):
+        with tf.GradientTape() as tape:
+            tape.watch([x, kernel])
+            out = conv(x, kernel)
+        return [out] + tape.gradient(out, [x, kernel], output_gradients=upstream)
+
+    got = value_and_grads(conv2d_same)
+    want = value_and_grads(lambda x, kernel: tf.nn.conv2d(x, kernel, 1, "SAME"))
+    for g, w, what in zip(got, want, ["output", "grad x", "grad kernel"]):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4, err_msg=what)
 
 
 def test_edge_bias_conv_1x1_is_plain_conv():

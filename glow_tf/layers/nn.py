@@ -12,6 +12,8 @@ whole batch.
 Convolutions have their gradients written out (``conv2d_same``) because XLA on CPU runs the
 weight gradient of a convolution as a naive loop nest inside ``tf.while_loop`` bodies (the
 memory-saving mode loops over flow steps), and as transposes plus a convolution elsewhere.
+A convolution with few outputs (the coupling network's last layer; the gradient of its first
+layer's input) runs as one matmul and shifted sums (``_conv_same``).
 """
 import numpy as np
 import tensorflow as tf
@@ -47,6 +49,27 @@ def _neighbourhoods(x, kernel_h, kernel_w, flip=False):
     return tf.concat([padded[:, i:i + height, j:j + width, :] for i, j in taps], axis=3)
 
 
+def _conv_same(x, kernel):
+    """``tf.nn.conv2d(x, kernel, 1, "SAME")`` for odd kernels [kh, kw, n_in, n_out].
+
+    With few outputs (kh * kw * n_out <= n_in) as one matmul of every pixel with every tap's
+    kernel, whose outputs are summed shifted: out[h, w] = sum_ij (x @ K_ij)[h + i - kh//2,
+    w + j - kw//2]. XLA on CPU runs such convolutions at a fraction of its matmul rate (at
+    batch 64, 16 x 16: 128 -> 12 channels 7.6 ms -> 5.6 ms, 128 -> 6 channels 7.9 -> 4.1 ms).
+    """
+    kernel_h, kernel_w, n_in, n_out = kernel.shape
+    if kernel_h * kernel_w * n_out > n_in:
+        return tf.nn.conv2d(x, kernel, 1, "SAME")
+    pad_h, pad_w = kernel_h // 2, kernel_w // 2
+    height, width = x.shape[1], x.shape[2]
+    taps_kernel = tf.reshape(tf.transpose(kernel, [2, 0, 1, 3]), [n_in, kernel_h * kernel_w * n_out])
+    taps = tf.matmul(tf.reshape(x, [-1, n_in]), taps_kernel)  # [N*H*W, kh*kw*n_out]
+    taps = tf.reshape(taps, [-1, height, width, kernel_h * kernel_w, n_out])  # [N, H, W, kh*kw, n_out]
+    padded = tf.pad(taps, [[0, 0], [pad_h, pad_h], [pad_w, pad_w], [0, 0], [0, 0]])
+    return tf.add_n([padded[:, i:i + height, j:j + width, i * kernel_w + j]
+                     for i in range(kernel_h) for j in range(kernel_w)])  # [N, H, W, n_out]
+
+
 @tf.autograph.experimental.do_not_convert
 @tf.custom_gradient
 def conv2d_same(x, kernel):
@@ -61,7 +84,7 @@ def conv2d_same(x, kernel):
 
     def grad(grad_out):
         flipped = tf.transpose(kernel[::-1, ::-1], [0, 1, 3, 2])  # [kh, kw, n_out, n_in]
-        grad_x = tf.nn.conv2d(grad_out, flipped, 1, "SAME")
+        grad_x = _conv_same(grad_out, flipped)
         if n_in <= n_out:
             patches = tf.reshape(_neighbourhoods(x, kernel_h, kernel_w), [-1, kernel_h * kernel_w * n_in])
             grad_kernel = tf.matmul(patches, tf.reshape(grad_out, [-1, n_out]), transpose_a=True)
@@ -73,7 +96,7 @@ def conv2d_same(x, kernel):
             grad_kernel = tf.transpose(tf.reshape(grad_kernel, [n_in, kernel_h, kernel_w, n_out]), [1, 2, 0, 3])
         return grad_x, grad_kernel
 
-    return tf.nn.conv2d(x, kernel, 1, "SAME"), grad
+    return _conv_same(x, kernel), grad
 
 
 def pointwise(x, matrix):
