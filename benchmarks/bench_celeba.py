@@ -12,15 +12,18 @@ tfrecords layout (celeba_tfrecords.py: 32 train and 8 validation images). It rep
   image per step at 256 px);
 - the whole run's wall time, which includes the end-of-run test pass, the sample grids and
   the SavedModel export (target <= 10 minutes);
-- when each of train.py's own progress lines was printed, as a breakdown.
+- when each of train.py's own progress lines was printed, and the process's RSS then and
+  its peak so far, as a breakdown of time and memory.
 
-``--quick`` runs the same path at 64x64 (6 levels, depth 2, width 16, one step), a smoke test.
+``--quick`` runs the same path at 64x64 (6 levels, depth 2, width 16, one step of 16 images, so
+that the sample grids' 100 images decode in 7 batches, not 100), a smoke test.
 
     python -m benchmarks.bench_celeba [--quick] [--keep DIR]
 """
 import argparse
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -33,7 +36,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ORIGINAL_COMMAND = ("--problem celeba --image_size 256 --n_level 6 --depth 32 --flow_permutation 2 "
                     "--flow_coupling 0 --seed 0 --learntop --lr 0.001 --n_bits_x 5").split()
 QUICK_CHANGES = {"--image_size": "64", "--depth": "2"}
-QUICK_EXTRA = ["--width", "16", "--n_batch_train", "4"]
+QUICK_EXTRA = ["--width", "16", "--n_batch_train", "64"]
 _LOG_NOISE = ("I0000", "W0000", "E0000", "WARNING: All log")  # TF's C++ start-up lines
 
 
@@ -48,22 +51,29 @@ def command(data_dir, logdir, quick, max_steps):
 
 
 def run(data_dir, logdir, quick=False, max_steps=2):
-    """Runs the command; returns {first_step_seconds, wall_seconds, peak_rss_mib, lines, returncode}."""
+    """Runs the command; returns {first_step_seconds, wall_seconds, peak_rss_mib, lines, returncode}.
+
+    ``lines``: (seconds since the start, RSS MiB then, peak RSS MiB so far, the line) for every
+    progress line train.py printed; the RSS is sampled every 0.5 s.
+    """
     start = time.perf_counter()
     process = subprocess.Popen(command(data_dir, logdir, quick, max_steps), stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, cwd=REPO)
-    lines = []
+    lines, rss = [], {"now": 0.0, "peak": 0.0}
 
     def read():
         for line in process.stdout:
             if line.strip() and not line.startswith(_LOG_NOISE):
-                lines.append((round(time.perf_counter() - start, 1), line.rstrip()))
+                seconds = round(time.perf_counter() - start, 1)
+                lines.append((seconds, round(rss["now"]), round(rss["peak"]), line.rstrip()))
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     steps_file = os.path.join(logdir, "train_steps.txt")
     first_step = None
     while process.poll() is None:
+        rss["now"] = _rss_mib(process.pid)
+        rss["peak"] = max(rss["peak"], rss["now"])
         if first_step is None and os.path.exists(steps_file) and _has_step_record(steps_file):
             first_step = time.perf_counter() - start
         time.sleep(0.5)
@@ -76,6 +86,15 @@ def run(data_dir, logdir, quick=False, max_steps=2):
             "returncode": process.returncode, "lines": lines}
 
 
+def _rss_mib(pid):
+    """The resident memory of process ``pid`` (0 once it has exited)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return int(re.search(r"VmRSS:\s+(\d+) kB", f.read()).group(1)) / 1024
+    except (OSError, AttributeError):
+        return 0.0
+
+
 def _has_step_record(path):
     with open(path) as f:
         return any('"step"' in line for line in f.readlines()[1:])  # the first line holds the hps
@@ -83,7 +102,7 @@ def _has_step_record(path):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="64x64, depth 2, width 16, one step")
+    parser.add_argument("--quick", action="store_true", help="64x64, depth 2, width 16, one step of 16 images")
     parser.add_argument("--keep", help="write the data and the run here (default: a temporary folder)")
     parser.add_argument("--no_results", action="store_true", help="do not write results.json")
     args = parser.parse_args()
@@ -97,8 +116,9 @@ def main():
         load_start = harness.load_average()
         result = run(data_dir, logdir, args.quick, max_steps=1 if args.quick else 2)
         load_end = harness.load_average()
-    for seconds, line in result["lines"]:
-        print(f"[{seconds:7.1f} s] {line}")
+    print("[seconds since start, RSS then / peak so far] train.py's output")
+    for seconds, rss, peak, line in result["lines"]:
+        print(f"[{seconds:7.1f} s, {rss / 1024:5.2f} / {peak / 1024:5.2f} GiB] {line}")
     if result["returncode"] != 0:
         raise SystemExit(f"train.py exited with {result['returncode']}")
     summary = {k: result[k] for k in ("first_step_seconds", "wall_seconds", "peak_rss_mib")}
