@@ -1,15 +1,17 @@
 """Flow layers: invertibility, log-determinants against the batch Jacobian, and the original's
 details (tfops.py / model.py of openai/glow) checked independently of the implementation."""
 import math
+import threading
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from conftest import jacobian_log_det, perturb, tiny_config
-from glow_tf.layers import (ActNorm, AdditiveCoupling, AffineCoupling, ConvActNorm, InvertibleConv1x1,
+from glow_tf.layers import (ActNorm, AdditiveCoupling, AffineCoupling, ConvActNorm, FlowLayer, InvertibleConv1x1,
                             InvertibleConv1x1LU, LinearZeros, Reverse, Shuffle, Split, Squeeze, TopPrior,
-                            ZeroConv2D, data_dependent_init, squeeze2d, unsqueeze2d)
+                            ZeroConv2D, data_dependent_init, parameters_as, read, squeeze2d, unsqueeze2d)
+from glow_tf.layers.base import initializing
 from glow_tf.layers.nn import conv2d_same, edge_bias_conv2d
 from glow_tf.model import FlowStep
 
@@ -107,6 +109,100 @@ def test_inverse_log_det_against_jacobian_of_inverse(name):
     else:
         expected, got = jacobian_log_det(lambda t: inverse(t)[0], z), inverse(z)[1]
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=2e-4)
+
+
+# ------------------------------------------------------------------ the parameter-read rule
+def _with_other_values(layer):
+    """Changes every variable of ``layer``: trainable ones perturbed, the others (a shuffle's
+    indices, the LU conv's P and signs) rolled along their first axis."""
+    perturb(layer.trainable_variables, scale=0.1, seed=11)
+    for v in layer.non_trainable_variables:
+        v.assign(tf.roll(v, 1, axis=0))
+
+
+def _loss(out, log_det):
+    return tf.add_n([tf.reduce_sum(tf.sin(o)) for o in tf.nest.flatten(out)]) + 0.3 * tf.reduce_sum(log_det)
+
+
+def _from_saved(layer):
+    """(layer, forward through forward_saving then forward_from_saved, inverse)."""
+    def forward(x):
+        saved = layer.forward_saving(x)[2]
+        return layer.forward_from_saved(x, saved)
+    return layer, forward, layer.inverse
+
+
+def _assert_runs_with_stand_ins(make):
+    """FlowLayer's parameter-read rule: layer a, run in a tf.function (as FlowScan runs its
+    template) with layer b's parameters standing in for its own, gives b's outputs, inverse
+    and parameter gradients, and reads none of its own variables."""
+    a, forward_a, inverse_a = make()
+    b, forward_b, inverse_b = make()
+    _with_other_values(b)
+    x = _x(seed=8)
+    values = [tf.identity(v) for v in b.variables]  # tensors: b's variables are not read either
+    trained = [j for j, v in enumerate(a.variables) if v.trainable]
+
+    @tf.function
+    def run_a(x, values):
+        with parameters_as(a.variables, values):
+            with tf.GradientTape() as tape:
+                tape.watch([values[j] for j in trained])
+                out, log_det = forward_a(x)
+                loss = _loss(out, log_det)
+            grads = tape.gradient(loss, [values[j] for j in trained],
+                                  unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            return out, log_det, inverse_a(out), grads
+
+    with tf.GradientTape() as tape:
+        out, log_det = forward_b(x)
+        loss = _loss(out, log_det)
+    want = (out, log_det, inverse_b(out),
+            tape.gradient(loss, [b.variables[j] for j in trained], unconnected_gradients=tf.UnconnectedGradients.ZERO))
+    got = run_a(x, values)
+    for g, w in zip(tf.nest.flatten(got), tf.nest.flatten(want)):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+    captured = [v.name for v in run_a.get_concrete_function(x, values).graph.variables]
+    assert not captured, f"read around read(): {captured}"
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS) + [n + ":from_saved" for n in sorted(LAYERS)
+                                                   if isinstance(LAYERS[n]()[0], FlowLayer)])
+def test_layer_runs_with_stand_in_parameters(name):
+    base, _, from_saved = name.partition(":")
+    _assert_runs_with_stand_ins((lambda: _from_saved(LAYERS[base]()[0])) if from_saved else LAYERS[base])
+
+
+class _ReadsAroundRead(ActNorm):
+    """Breaks the rule: its output reads the bias variable itself."""
+
+    def forward(self, x, cond=None):
+        z, log_det = super().forward(x, cond)
+        return z + self.bias - read(self.bias), log_det
+
+
+def test_stand_in_check_catches_a_weight_read_around_read():
+    with pytest.raises(AssertionError):
+        _assert_runs_with_stand_ins(lambda: _flow(_ReadsAroundRead(4)))
+
+
+def test_layer_context_belongs_to_the_thread_that_set_it_and_nests():
+    layer = ActNorm(4)
+    outer, inner = tf.ones([1, 1, 1, 4]), tf.zeros([1, 1, 1, 4])
+    seen = {}
+    with parameters_as([layer.bias], [outer]), data_dependent_init():
+        thread = threading.Thread(target=lambda: seen.update(read=read(layer.bias), initializing=initializing()))
+        thread.start()
+        thread.join()
+        with parameters_as([layer.bias, layer.scaled_logs], [inner, outer]):
+            assert read(layer.bias) is inner and read(layer.scaled_logs) is outer
+        assert read(layer.bias) is outer and read(layer.scaled_logs) is layer.scaled_logs
+        assert initializing()
+    assert seen == {"read": layer.bias, "initializing": False}
+    assert read(layer.bias) is layer.bias and not initializing()
+    with pytest.raises(ValueError, match="one value per variable, got 1 values for 2 variables"):
+        with parameters_as([layer.bias, layer.scaled_logs], [outer]):
+            pass
 
 
 # ------------------------------------------------------------------------------- ActNorm

@@ -1,7 +1,7 @@
 """Flow layers (each a tf_keras Layer with forward/inverse and log-determinants) and the
 original's network blocks."""
-from glow_tf.layers.actnorm import ActNorm, data_dependent_init
-from glow_tf.layers.base import FlowChain, FlowLayer
+from glow_tf.layers.actnorm import ActNorm
+from glow_tf.layers.base import FlowChain, FlowLayer, data_dependent_init, parameters_as, read
 from glow_tf.layers.coupling import AdditiveCoupling, AffineCoupling, Coupling, CouplingNetwork, make_coupling
 from glow_tf.layers.nn import ConvActNorm, LinearZeros, ZeroConv2D
 from glow_tf.layers.scan import FlowScan
@@ -13,4 +13,5 @@ from glow_tf.layers.squeeze import Squeeze, squeeze2d, unsqueeze2d
 __all__ = ["ActNorm", "AdditiveCoupling", "AffineCoupling", "ConvActNorm", "Coupling", "CouplingNetwork",
            "FlowChain", "FlowLayer", "FlowScan", "InvertibleConv1x1", "InvertibleConv1x1LU", "LinearZeros",
            "Reverse", "Shuffle", "Split", "Squeeze", "TopPrior", "ZeroConv2D",
-           "data_dependent_init", "make_coupling", "make_permutation", "squeeze2d", "unsqueeze2d"]
+           "data_dependent_init", "make_coupling", "make_permutation", "parameters_as", "read", "squeeze2d",
+           "unsqueeze2d"]

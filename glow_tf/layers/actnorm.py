@@ -10,34 +10,11 @@ scale. Data-dependent init (inside ``data_dependent_init()``) sets, from the bat
 
 so the output has zero mean and unit variance per channel.
 """
-import contextlib
-
 import tensorflow as tf
 
-from glow_tf.layers.base import FlowLayer, batch_constant, read
+from glow_tf.layers.base import FlowLayer, batch_constant, initializing, read
 
 LOGSCALE_FACTOR = 3.0
-_ddi_state = {"active": False}
-
-
-@contextlib.contextmanager
-def data_dependent_init():
-    """Within this context every ActNorm's forward initialises its parameters from its input.
-
-    This is the original's ``arg_scope([actnorm], init=True)``: one forward pass through the
-    model initialises each ActNorm from the already-initialised layers before it.
-    """
-    previous = _ddi_state["active"]
-    _ddi_state["active"] = True
-    try:
-        yield
-    finally:
-        _ddi_state["active"] = previous
-
-
-def initializing():
-    """True inside ``data_dependent_init()``, where every ActNorm initialises from its input."""
-    return _ddi_state["active"]
 
 
 class ActNorm(FlowLayer):

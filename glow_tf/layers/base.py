@@ -1,4 +1,5 @@
-"""The one interface every flow layer implements, and a chain of flow layers.
+"""The one interface every flow layer implements, a chain of flow layers, and the context
+flow layers read.
 
 A flow layer is an invertible map between the data side ``x`` and the latent side ``z`` with
 no hidden state between calls:
@@ -8,14 +9,31 @@ no hidden state between calls:
 
 Log-determinants have shape [N] (one per example). ``cond`` is an optional per-example
 conditioning tensor that conditional layers may use; the Glow layers here ignore it.
+
+Besides its inputs and variables a flow layer reads one thing, the layer context, which
+only the two context managers here set, for the thread that enters them:
+
+- ``parameters_as(variables, values)``: tensors standing in for variables, returned by
+  ``read(variable)``; this is how a level's flow steps run as one loop (``FlowScan``);
+- ``data_dependent_init()``: ``initializing()`` is True, and every ActNorm initialises
+  itself from its input (the original's ``arg_scope([actnorm], init=True)``).
 """
 import contextlib
+import threading
 
 import tf_keras as keras
 import tensorflow as tf
 
-# variable.ref() -> the tensor read in its place; see ``parameters_as``.
-_stand_ins = {}
+
+class _LayerContext(threading.local):
+    """The layer context of one thread (a tf.function traces in the thread that calls it)."""
+
+    def __init__(self):
+        self.stand_ins = {}  # variable.ref() -> the tensor read in its place
+        self.initializing = False
+
+
+_context = _LayerContext()
 
 
 def batch_constant(value, like):
@@ -30,23 +48,65 @@ def read(variable):
     parameters of another of the same structure: a level runs its flow steps in one
     ``tf.while_loop`` with step 0 as the template and step i's parameters gathered from stacks.
     """
-    return _stand_ins.get(variable.ref(), variable)
+    return _context.stand_ins.get(variable.ref(), variable)
 
 
 @contextlib.contextmanager
 def parameters_as(variables, values):
-    """Within the context, every ``read(variables[k])`` returns ``values[k]`` (at trace time)."""
-    stand_ins = {v.ref(): t for v, t in zip(variables, values)}
-    _stand_ins.update(stand_ins)
+    """Within the context, every ``read(variables[k])`` returns ``values[k]`` (at trace time).
+
+    Contexts nest; leaving one restores the stand-ins of the enclosing one.
+    """
+    variables, values = list(variables), list(values)
+    if len(variables) != len(values):
+        raise ValueError(f"parameters_as: expected one value per variable, got {len(values)} values "
+                         f"for {len(variables)} variables")
+    enclosing = _context.stand_ins
+    _context.stand_ins = {**enclosing, **{v.ref(): t for v, t in zip(variables, values)}}
     try:
         yield
     finally:
-        for ref in stand_ins:
-            _stand_ins.pop(ref, None)
+        _context.stand_ins = enclosing
+
+
+@contextlib.contextmanager
+def data_dependent_init():
+    """Within this context every ActNorm's forward initialises its parameters from its input.
+
+    This is the original's ``arg_scope([actnorm], init=True)``: one forward pass through the
+    model initialises each ActNorm from the already-initialised layers before it.
+    """
+    enclosing = _context.initializing
+    _context.initializing = True
+    try:
+        yield
+    finally:
+        _context.initializing = enclosing
+
+
+def initializing():
+    """True inside ``data_dependent_init()``, where every ActNorm initialises from its input."""
+    return _context.initializing
 
 
 class FlowLayer(keras.layers.Layer):
-    """Base class: an invertible layer with log-determinants; variables made in __init__."""
+    """Base class of flow layers. The contract every flow layer keeps:
+
+    - ``forward`` and ``inverse`` (the module docstring) are each other's inverse, with
+      log-dets of shape [N] and ``forward``'s log-det = -``inverse``'s at the same point;
+    - its variables are made in ``__init__`` (not in ``build``), so two layers of the same
+      structure have the same variables in the same order before any call;
+    - **the parameter-read rule**: ``forward``, ``inverse``, ``forward_saving``,
+      ``forward_from_saved`` and everything they call, sub-layers included, read a variable
+      only as ``read(variable)``, never the variable itself. A ``FlowScan`` runs step i by
+      running one template step with step i's parameters standing in for the template's; a
+      variable read around ``read`` gives the template's value there, silently. (The only
+      writes, ActNorm's in data-dependent init, go to the variable itself.)
+    - no state between calls; besides inputs and variables it reads only the layer context
+      (``read``, ``initializing``).
+
+    tests/test_layers.py holds every layer to this (``test_layer_runs_with_stand_in_parameters``).
+    """
 
     def forward(self, x, cond=None):
         raise NotImplementedError

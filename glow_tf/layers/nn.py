@@ -19,8 +19,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from glow_tf.layers.actnorm import LOGSCALE_FACTOR, ActNorm, initializing
-from glow_tf.layers.base import read
+from glow_tf.layers.actnorm import LOGSCALE_FACTOR, ActNorm
+from glow_tf.layers.base import initializing, read
 
 
 def _border_taps(height, width, kernel_h, kernel_w):
@@ -173,8 +173,8 @@ class ZeroConv2D(keras.layers.Layer):
     def on_zeros(self, height, width):
         """The output for an all-zero input, [1, H, W, n_out]: only bias and border remain."""
         n_in = self.kernel.shape[2] - 1
-        edge = _edge_term(self.kernel[:, :, n_in:], height, width)
-        return (edge + self.bias) * self.output_scale()
+        edge = _edge_term(read(self.kernel)[:, :, n_in:], height, width)
+        return (edge + read(self.bias)) * self.output_scale()
 
 
 class LinearZeros(keras.layers.Layer):
@@ -187,4 +187,4 @@ class LinearZeros(keras.layers.Layer):
         self.scaled_logs = self.add_weight("logs", shape=[1, n_out], initializer="zeros")
 
     def call(self, x):
-        return (tf.matmul(x, self.kernel) + self.bias) * tf.exp(self.scaled_logs * LOGSCALE_FACTOR)
+        return (tf.matmul(x, read(self.kernel)) + read(self.bias)) * tf.exp(read(self.scaled_logs) * LOGSCALE_FACTOR)

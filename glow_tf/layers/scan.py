@@ -31,8 +31,8 @@ reads the inputs the forward loop stored.
 import numpy as np
 import tensorflow as tf
 
-from glow_tf.layers.actnorm import ActNorm, initializing
-from glow_tf.layers.base import FlowLayer, parameters_as, read
+from glow_tf.layers.actnorm import ActNorm
+from glow_tf.layers.base import FlowLayer, initializing, parameters_as, read
 
 
 class _Untracked:
