@@ -12,14 +12,18 @@ in normal and memory-saving mode. Two implementations, measured in the same run:
 Every configuration runs in a fresh process, which reports: trace time; graph ops (the
 step's and those of every function it calls: loop bodies and their gradients); XLA compile
 time (first call minus a later one); the whole process's peak RSS (VmHWM, never reset: model,
-trace, compile and steps); and the median step time. The ratios depth 32 / depth 8 and the
+trace, compile and steps); and the step time. The two implementations' processes of one
+depth and mode are built one after the other (so that neither compiles while the other
+works), then kept alive and asked in turn for ``--steps`` steps, ``--rounds`` times, the
+order alternating, so that load from outside (on a shared VM, CPU steal) hits both alike;
+the step time is the median of every timed step. The ratios depth 32 / depth 8 and the
 step time per flow step of the loop over the unrolled model's are printed and stored in
 results.json under "scale".
 
 Targets (issue 11), depth 8 -> 32: compile time <= 1.3x, graph ops <= 1.3x, memory-saving peak
 RSS <= 1.3x; the loop's step time per flow step within 10% of the unrolled model's.
 
-    python -m benchmarks.bench_scale [--depths 8 16 32] [--batch 64] [--steps 3] [--quick]
+    python -m benchmarks.bench_scale [--depths 8 16 32] [--batch 64] [--steps 2] [--rounds 4] [--quick]
 """
 import argparse
 import io
@@ -32,6 +36,8 @@ import tarfile
 import tempfile
 import time
 
+import numpy as np
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 BASELINE = "75a29d9"
@@ -42,9 +48,10 @@ def _status_mib(field):
         return int(re.search(rf"{field}:\s+(\d+) kB", f.read()).group(1)) / 1024
 
 
-def child(depth, memory_saving, batch, steps):
-    """In the subprocess (``glow_tf`` first on sys.path is the implementation): one JSON line."""
-    import numpy as np
+def child(depth, memory_saving, batch):
+    """In the subprocess (``glow_tf`` first on sys.path is the implementation): builds and compiles
+    the step, prints its build figures as one JSON line, then for every line "n" on stdin times
+    n steps and prints their wall times; at the end of stdin prints the peak RSS."""
     import tensorflow as tf
 
     import glow_tf
@@ -57,12 +64,13 @@ def child(depth, memory_saving, batch, steps):
     concrete = step.get_concrete_function(x)
     trace_s = time.perf_counter() - start
     compile_s = harness.compile_seconds(step, x)
-    walls = [harness.timed(step, x)[0] for _ in range(steps)]
     print(json.dumps({"depth": depth, "memory_saving": memory_saving, "batch": batch,
                       "glow_tf": os.path.dirname(os.path.dirname(glow_tf.__file__)),
                       "trainable_variables": len(model.trainable_variables), "graph_ops": len(harness.graph_op_types(concrete)),
-                      "trace_seconds": trace_s, "compile_seconds": compile_s,
-                      "peak_rss_mib": _status_mib("VmHWM"), "step_seconds": float(np.median(walls))}))
+                      "trace_seconds": trace_s, "compile_seconds": compile_s}), flush=True)
+    for line in sys.stdin:
+        print(json.dumps([harness.timed(step, x)[0] for _ in range(int(line))]), flush=True)
+    print(json.dumps({"peak_rss_mib": _status_mib("VmHWM")}), flush=True)
 
 
 def extract_baseline(revision, into):
@@ -74,12 +82,49 @@ def extract_baseline(revision, into):
     return into
 
 
-def run_child(root, depth, memory_saving, args):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, REPO])}
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", str(depth), str(int(memory_saving)),
-                          "--batch", str(args.batch), "--steps", str(args.steps)],
-                         check=True, capture_output=True, text=True, env=env, cwd=tempfile.gettempdir()).stdout
-    return json.loads(out.strip().splitlines()[-1])
+class Child:
+    """A ``child`` process of one implementation, built and compiled on construction."""
+
+    def __init__(self, root, depth, memory_saving, batch):
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, REPO])}
+        self.process = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--child", str(depth), str(int(memory_saving)),
+             "--batch", str(batch)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env=env, cwd=tempfile.gettempdir())
+        self.row = self._reply()
+        self.walls = []
+
+    def _reply(self):
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"bench_scale child exited with {self.process.wait()}:\n{self.process.stderr.read()[-3000:]}")
+        return json.loads(line)
+
+    def time_steps(self, n):
+        self.process.stdin.write(f"{n}\n")
+        self.process.stdin.flush()
+        self.walls += self._reply()
+
+    def finish(self):
+        """The row: build figures, peak RSS and the median step time."""
+        self.process.stdin.close()
+        peak = self._reply()
+        self.process.wait()
+        return {**self.row, **peak, "step_seconds": float(np.median(self.walls)), "step_seconds_all": self.walls}
+
+
+def measure(roots, depth, memory_saving, args):
+    """One row per implementation, step times interleaved (the module docstring)."""
+    children = {name: Child(root, depth, memory_saving, args.batch) for name, root in roots.items()}
+    try:
+        names = list(children)
+        for round_index in range(args.rounds):
+            for name in (names if round_index % 2 == 0 else names[::-1]):
+                children[name].time_steps(args.steps)
+        return [{"implementation": name, **child.finish()} for name, child in children.items()]
+    finally:
+        for child in children.values():
+            child.process.kill()
 
 
 def ratios(rows, depths):
@@ -104,17 +149,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--depths", type=int, nargs="+", default=[8, 16, 32])
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per configuration (median)")
+    parser.add_argument("--steps", type=int, default=2, help="timed steps per turn of one implementation")
+    parser.add_argument("--rounds", type=int, default=4, help="turns of each implementation (alternating order)")
     parser.add_argument("--baseline", default=BASELINE, help="the unrolled glow_tf's commit")
-    parser.add_argument("--quick", action="store_true", help="depths 1 and 2, batch 2, 1 step (a smoke test)")
+    parser.add_argument("--quick", action="store_true", help="depths 1 and 2, batch 2, 2 rounds of 1 step (a smoke test)")
     parser.add_argument("--no_results", action="store_true", help="do not write results.json")
     parser.add_argument("--child", nargs=2, metavar=("DEPTH", "MEMORY_SAVING"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(int(args.child[0]), args.child[1] == "1", args.batch, args.steps)
+        child(int(args.child[0]), args.child[1] == "1", args.batch)
         return
     if args.quick:
-        args.depths, args.batch, args.steps = [1, 2], 2, 1
+        args.depths, args.batch, args.steps, args.rounds = [1, 2], 2, 1, 2
     from benchmarks import harness
 
     load_start = harness.load_average()
@@ -123,14 +169,14 @@ def main():
         roots = {"loop": REPO, "unrolled": extract_baseline(args.baseline, baseline_root)}
         for depth in args.depths:
             for memory_saving in (False, True):
-                for implementation, root in roots.items():
-                    row = {"implementation": implementation, **run_child(root, depth, memory_saving, args)}
+                for row in measure(roots, depth, memory_saving, args):
                     rows.append(row)
                     print(json.dumps(row), flush=True)
     load_end = harness.load_average()
     summary = ratios(rows, args.depths)
 
-    print(f"\nOne XLA training step, batch {args.batch}; unrolled = glow_tf at {args.baseline}; "
+    print(f"\nOne XLA training step, batch {args.batch}; unrolled = glow_tf at {args.baseline}; step s = median of "
+          f"{args.rounds} x {args.steps} interleaved steps; "
           f"load average {load_start} -> {load_end}")
     harness.print_table(
         ["implementation", "mode", "depth", "variables", "graph ops", "trace s", "compile s", "peak RSS MiB",

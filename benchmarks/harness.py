@@ -6,7 +6,7 @@ import os
 import re
 import time
 
-from glow_tf import files  # before TensorFlow: glow_tf sets its environment (glow_tf/_env.py)
+import glow_tf  # noqa: F401  before TensorFlow: glow_tf sets its environment (glow_tf/_env.py)
 import numpy as np
 import tensorflow as tf
 
@@ -122,6 +122,7 @@ def update_results(section, values):
         with open(RESULTS) as f:
             results = json.load(f)
     results[section] = values
+    from glow_tf import files  # here: bench_scale's children import this module under an older glow_tf
     files.write_json_atomic(RESULTS, results)
 
 
