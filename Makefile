@@ -18,8 +18,10 @@ $(VENV)/.stamp: requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
+# Two pytest-xdist workers (this project's machines have 2 cores; much of a test is tracing and
+# compiling, single-threaded); the tests sharing one_process_run stay on one worker (loadgroup).
 test: venv mpi
-	$(PY) -m pytest -q -rs tests
+	$(PY) -m pytest -q -rs -n 2 --dist loadgroup --durations=15 tests
 
 # Open MPI's mpiexec for tests/test_mpi_launch.py (the original's `mpiexec -n N python train.py`):
 # installed with apt-get when it is missing and this is root on a Debian-like system; otherwise

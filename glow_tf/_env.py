@@ -5,7 +5,7 @@
 variable is already set:
 
 * ``TF_USE_LEGACY_KERAS=1``: tf.keras is Keras 2 (tf_keras), which TFP 0.25 needs
-  (Keras 3 variables are invisible to its bijectors; see ARCHITECTURE.md).
+  (Keras 3 variables are invisible to its bijectors; see ../shared/design/ARCHITECTURE.md).
 * ``TF_CPP_MIN_LOG_LEVEL=3``: TensorFlow's C++ log lines are not printed. On a CPU-only
   machine these are the oneDNN notice, the CPU-feature notice and, at ERROR level, the
   ``failed call to cuInit`` line; errors that stop a program still reach Python as exceptions.

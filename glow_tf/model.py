@@ -98,7 +98,7 @@ def check_labels(y, n_y, batch_size=None, runtime_checks=False):
 
 
 class Glow(keras.Model):
-    """The Glow model. See the module docstring and ARCHITECTURE.md for the public contract.
+    """The Glow model. See the module docstring and ../shared/design/ARCHITECTURE.md for the public contract.
 
     Args:
       config: a ``GlowConfig``.

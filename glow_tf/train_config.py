@@ -270,11 +270,6 @@ def flag_defaults() -> dict:
     return TrainConfig().flags()
 
 
-def help_text(name) -> str:
-    """The help of flag ``name``, with its choices."""
-    return FLAGS[name].help
-
-
 def expand_original_abbreviations(argv, defined):
     """argv with argparse's abbreviations of the original's flags written out, for absl.
 

@@ -492,7 +492,7 @@ class TrainingRun:
         self.scratch = (contextlib.nullcontext() if self.chief
                         else tempfile.TemporaryDirectory(prefix="glow_tf_worker_ckpt_"))
         if not self.chief:
-            ckpt_dir = best_dir = self.scratch.name
+            ckpt_dir, best_dir = self.scratch.name, os.path.join(self.scratch.name, checkpoints.BEST_DIR)
 
         self.trainer = Trainer(config, self.strategy, self.datasets, self.plan)
         self.state = self.trainer.state

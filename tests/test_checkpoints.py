@@ -4,7 +4,6 @@ import shutil
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from conftest import build_model, perturb, random_images, tiny_config, write_run
 from glow_tf import checkpoints, optim

@@ -28,7 +28,8 @@ def _open_mpi():
 
 
 MPIEXEC, SKIP_REASON = _open_mpi()
-pytestmark = pytest.mark.skipif(MPIEXEC is None, reason=SKIP_REASON)
+# One pytest-xdist worker runs the tests that share the session fixture one_process_run (computed once).
+pytestmark = [pytest.mark.skipif(MPIEXEC is None, reason=SKIP_REASON), pytest.mark.xdist_group("one_process_run")]
 # Open MPI refuses to run as root (containers, CI) unless told.
 ROOT_OK = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
 

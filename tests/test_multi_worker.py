@@ -10,11 +10,15 @@ import signal
 import time
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from glow_tf import preemption
 from processes import (STEPS, TRAIN, TRAIN_WITH_FAULTS, finish, output, records, start_workers, step_losses,
                        wait_for_steps)
+
+# One pytest-xdist worker runs the tests that share the session fixture one_process_run (computed once).
+pytestmark = pytest.mark.xdist_group("one_process_run")
 
 
 def model_weights(logdir, step=STEPS):

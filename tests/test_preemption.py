@@ -11,6 +11,9 @@ import tensorflow as tf
 from glow_tf import checkpoints, preemption
 from processes import STEPS, TIMEOUT, TRAIN_WITH_FAULTS, finish, output, records, start, train_args
 
+# One pytest-xdist worker runs the tests that share the session fixture one_process_run (computed once).
+pytestmark = pytest.mark.xdist_group("one_process_run")
+
 
 def test_the_watcher_turns_sigterm_into_a_checkpoint_and_preempted_and_restores_the_handler():
     previous = signal.getsignal(signal.SIGTERM)

@@ -12,7 +12,7 @@ import tensorflow as tf
 import glow_tf
 from benchmarks import harness
 from conftest import build_model, continuous_batch, perturb, tiny_config
-from glow_tf import checkpoints, reversible
+from glow_tf import checkpoints
 from glow_tf.layers import FlowChain, FlowScan, data_dependent_init, squeeze2d, unsqueeze2d
 from glow_tf.model import FlowStep, standard_normal_log_prob
 

@@ -19,8 +19,8 @@ import signal
 import sys
 import time
 
-from glow_tf import cluster
-from glow_tf.cli import train  # first: glow_tf sets the environment TensorFlow reads at import
+from glow_tf import cluster  # first: glow_tf sets the environment TensorFlow reads at import
+from glow_tf.cli import train
 from glow_tf.train_logs import JsonLinesLog
 
 import tensorflow as tf  # noqa: E402

@@ -150,7 +150,8 @@ class FlowScan(FlowLayer):
         the level's parameters, 0.63 GiB for 6 levels x 32 steps at width 512).
         """
         template = self.template
-        actnorm_refs = {v.ref() for layer in template.submodules if isinstance(layer, ActNorm) for v in layer.variables}
+        actnorm_refs = {v.ref() for layer in [template, *template.submodules] if isinstance(layer, ActNorm)
+                        for v in layer.variables}
         initialized = [(v, s) for v, s in zip(template.variables, self.stacks) if v.ref() in actnorm_refs]
         given = [(v, s) for v, s in zip(template.variables, self.stacks) if v.ref() not in actnorm_refs]
         log_det = tf.zeros(tf.shape(x)[:1], x.dtype)
