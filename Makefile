@@ -19,7 +19,8 @@ $(VENV)/.stamp: requirements.txt pyproject.toml
 	touch $@
 
 # Two pytest-xdist workers (this project's machines have 2 cores; much of a test is tracing and
-# compiling, single-threaded); the tests sharing one_process_run stay on one worker (loadgroup).
+# compiling, single-threaded); a file's tests stay on one worker, and so do the three files that
+# share the one_process_run fixture (loadgroup; tests/conftest.py).
 test: venv mpi
 	$(PY) -m pytest -q -rs -n 2 --dist loadgroup --durations=15 tests
 

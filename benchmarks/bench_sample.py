@@ -7,7 +7,7 @@ compiled with ``tf.function(jit_compile=True)``; the models are those of workloa
 initialised, both equally untrained). Timings interleave the two implementations; figures
 are medians over ``--rounds`` x ``--calls`` calls; compile time is reported separately.
 
-    python -m benchmarks.bench_sample [--batches 16 32 64] [--rounds 5] [--calls 3]   # from the repository root
+    python -m benchmarks.bench_sample [--batches 16 32 64] [--rounds 15] [--calls 3]   # from the repository root
 """
 import argparse
 
@@ -49,7 +49,7 @@ def bench_batch(batch, rounds, calls):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", type=int, nargs="+", default=[16, 32, 64])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--calls", type=int, default=3)
     args = parser.parse_args()
 

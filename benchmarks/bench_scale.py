@@ -23,7 +23,8 @@ results.json under "scale".
 Targets (issue 11), depth 8 -> 32: compile time <= 1.3x, graph ops <= 1.3x, memory-saving peak
 RSS <= 1.3x; the loop's step time per flow step within 10% of the unrolled model's.
 
-    python -m benchmarks.bench_scale [--depths 8 16 32] [--batch 64] [--steps 2] [--rounds 4] [--quick]
+    python -m benchmarks.bench_scale [--depths 8 16 32] [--batch 64] [--steps 2] [--rounds 4]
+        [--modes normal memory-saving] [--quick]
 """
 import argparse
 import io
@@ -127,21 +128,24 @@ def measure(roots, depth, memory_saving, args):
             child.process.kill()
 
 
-def ratios(rows, depths):
+MODES = {"normal": False, "memory-saving": True}  # name -> memory_saving
+
+
+def ratios(rows, depths, modes):
     """{implementation/mode: {figure: value at the deepest / value at the shallowest}} and the
     loop's step time per flow step over the unrolled one's at every depth."""
     by = {(r["implementation"], r["memory_saving"], r["depth"]): r for r in rows}
     low, high = min(depths), max(depths)
     growth = {}
     for implementation in ("loop", "unrolled"):
-        for memory_saving in (False, True):
+        for memory_saving in (MODES[m] for m in modes):
             key = f"{implementation}/{'memory-saving' if memory_saving else 'normal'}"
             a, b = by[implementation, memory_saving, low], by[implementation, memory_saving, high]
             growth[key] = {figure: b[figure] / a[figure] for figure in
                            ("compile_seconds", "graph_ops", "peak_rss_mib", "trace_seconds")}
     step_time = {f"{'memory-saving' if m else 'normal'}/depth {d}":
                  by["loop", m, d]["step_seconds"] / by["unrolled", m, d]["step_seconds"]
-                 for m in (False, True) for d in depths}
+                 for m in (MODES[m] for m in modes) for d in depths}
     return {f"depth {high} / depth {low}": growth, "loop / unrolled step time": step_time}
 
 
@@ -152,7 +156,9 @@ def main():
     parser.add_argument("--steps", type=int, default=2, help="timed steps per turn of one implementation")
     parser.add_argument("--rounds", type=int, default=4, help="turns of each implementation (alternating order)")
     parser.add_argument("--baseline", default=BASELINE, help="the unrolled glow_tf's commit")
-    parser.add_argument("--quick", action="store_true", help="depths 1 and 2, batch 2, 2 rounds of 1 step (a smoke test)")
+    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
+    parser.add_argument("--quick", action="store_true",
+                        help="depths 1 and 2, memory-saving mode, batch 2, 2 rounds of 1 step (a smoke test)")
     parser.add_argument("--no_results", action="store_true", help="do not write results.json")
     parser.add_argument("--child", nargs=2, metavar=("DEPTH", "MEMORY_SAVING"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -160,7 +166,7 @@ def main():
         child(int(args.child[0]), args.child[1] == "1", args.batch)
         return
     if args.quick:
-        args.depths, args.batch, args.steps, args.rounds = [1, 2], 2, 1, 2
+        args.depths, args.modes, args.batch, args.steps, args.rounds = [1, 2], ["memory-saving"], 2, 1, 2
     from benchmarks import harness
 
     load_start = harness.load_average()
@@ -168,12 +174,12 @@ def main():
     with tempfile.TemporaryDirectory(prefix="glow_tf_baseline_") as baseline_root:
         roots = {"loop": REPO, "unrolled": extract_baseline(args.baseline, baseline_root)}
         for depth in args.depths:
-            for memory_saving in (False, True):
+            for memory_saving in (MODES[m] for m in args.modes):
                 for row in measure(roots, depth, memory_saving, args):
                     rows.append(row)
                     print(json.dumps(row), flush=True)
     load_end = harness.load_average()
-    summary = ratios(rows, args.depths)
+    summary = ratios(rows, args.depths, args.modes)
 
     print(f"\nOne XLA training step, batch {args.batch}; unrolled = glow_tf at {args.baseline}; step s = median of "
           f"{args.rounds} x {args.steps} interleaved steps; "

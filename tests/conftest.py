@@ -96,6 +96,15 @@ def jacobian_log_det(fn, x):
     return log_abs_det.numpy()
 
 
+def pytest_collection_modifyitems(items):
+    """Under pytest-xdist (``make test``: --dist loadgroup), a file's tests run on one worker unless
+    the file names its own group, so that module-scoped fixtures (trained runs, exports) are built
+    once, not once per worker."""
+    for item in items:
+        if not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
 @pytest.fixture(scope="session")
 def golden_dir():
     if not os.path.isdir(GOLDEN_DIR):
