@@ -23,13 +23,14 @@ that the sample grids' 100 images decode in 7 batches, not 100), a smoke test.
 import argparse
 import json
 import os
-import re
 import resource
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+
+from benchmarks import celeba_tfrecords, harness
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -89,8 +90,7 @@ def run(data_dir, logdir, quick=False, max_steps=2):
 def _rss_mib(pid):
     """The resident memory of process ``pid`` (0 once it has exited)."""
     try:
-        with open(f"/proc/{pid}/status") as f:
-            return int(re.search(r"VmRSS:\s+(\d+) kB", f.read()).group(1)) / 1024
+        return harness.status_mib("VmRSS", pid)
     except (OSError, AttributeError):
         return 0.0
 
@@ -106,8 +106,6 @@ def main():
     parser.add_argument("--keep", help="write the data and the run here (default: a temporary folder)")
     parser.add_argument("--no_results", action="store_true", help="do not write results.json")
     args = parser.parse_args()
-
-    from benchmarks import celeba_tfrecords, harness
 
     with tempfile.TemporaryDirectory(prefix="glow_tf_celeba_") as scratch:
         root = args.keep or scratch

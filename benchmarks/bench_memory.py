@@ -34,18 +34,12 @@ import argparse
 import ctypes
 import json
 import os
-import re
 import subprocess
 import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = [(8, False), (8, True), (32, False), (32, True)]  # (depth, memory saving)
-
-
-def _status_kib(field):
-    with open("/proc/self/status") as f:
-        return int(re.search(rf"{field}:\s+(\d+) kB", f.read()).group(1))
 
 
 def _reset_peak_rss():
@@ -61,29 +55,29 @@ def child(depth, memory_saving, batch, steps):
 
     from benchmarks import harness, workloads
 
-    stages = {"imports": _status_kib("VmRSS")}
+    stages = {"imports": harness.status_mib("VmRSS")}
     x = tf.constant(workloads.images(batch))
     model = workloads.make_glow_tf(batch, depth, gradient_checkpointing=memory_saving)
     step = workloads.make_train_step(workloads.glow_tf_loss(model), model.trainable_variables)
-    stages["model_and_init"] = _status_kib("VmRSS")
+    stages["model_and_init"] = harness.status_mib("VmRSS")
     trace_start = time.perf_counter()
     graph_ops = len(step.get_concrete_function(x).graph.get_operations())
     trace_s = time.perf_counter() - trace_start
-    stages["traced"] = _status_kib("VmRSS")
+    stages["traced"] = harness.status_mib("VmRSS")
     compile_s = harness.compile_seconds(step, x)
-    compile_peak = _status_kib("VmHWM")
+    compile_peak = harness.status_mib("VmHWM")
     _reset_peak_rss()
-    rss_before = _status_kib("VmRSS")
+    rss_before = harness.status_mib("VmRSS")
     first_wall, _ = harness.timed(step, x)
-    step_peak = _status_kib("VmHWM")
+    step_peak = harness.status_mib("VmHWM")
     walls = [first_wall] + [harness.timed(step, x)[0] for _ in range(steps - 1)]
     print(json.dumps({
         "depth": depth, "memory_saving": memory_saving, "batch": batch,
         "trainable_variables": len(model.trainable_variables), "graph_ops": graph_ops,
-        "step_peak_rss_mib": step_peak / 1024, "rss_before_step_mib": rss_before / 1024,
-        "step_rss_increase_mib": (step_peak - rss_before) / 1024,
-        "rss_stages_mib": {**{k: v / 1024 for k, v in stages.items()}, "compiled_and_trimmed": rss_before / 1024},
-        "compile_peak_rss_mib": compile_peak / 1024,
+        "step_peak_rss_mib": step_peak, "rss_before_step_mib": rss_before,
+        "step_rss_increase_mib": step_peak - rss_before,
+        "rss_stages_mib": {**stages, "compiled_and_trimmed": rss_before},
+        "compile_peak_rss_mib": compile_peak,
         "step_seconds": float(np.median(walls)), "trace_seconds": trace_s,
         "compile_seconds": compile_s}))
 

@@ -30,7 +30,6 @@ import argparse
 import io
 import json
 import os
-import re
 import subprocess
 import sys
 import tarfile
@@ -42,11 +41,6 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 BASELINE = "75a29d9"
-
-
-def _status_mib(field):
-    with open("/proc/self/status") as f:
-        return int(re.search(rf"{field}:\s+(\d+) kB", f.read()).group(1)) / 1024
 
 
 def child(depth, memory_saving, batch):
@@ -71,7 +65,7 @@ def child(depth, memory_saving, batch):
                       "trace_seconds": trace_s, "compile_seconds": compile_s}), flush=True)
     for line in sys.stdin:
         print(json.dumps([harness.timed(step, x)[0] for _ in range(int(line))]), flush=True)
-    print(json.dumps({"peak_rss_mib": _status_mib("VmHWM")}), flush=True)
+    print(json.dumps({"peak_rss_mib": harness.status_mib("VmHWM")}), flush=True)
 
 
 def extract_baseline(revision, into):

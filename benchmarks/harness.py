@@ -106,6 +106,12 @@ def hlo_flops(hlo_text):
     return total
 
 
+def status_mib(field, pid="self"):
+    """A memory figure of /proc/PID/status in MiB: VmRSS (resident now) or VmHWM (its peak)."""
+    with open(f"/proc/{pid}/status") as f:
+        return int(re.search(rf"{field}:\s+(\d+) kB", f.read()).group(1)) / 1024
+
+
 def load_average():
     return [round(v, 2) for v in os.getloadavg()]
 
