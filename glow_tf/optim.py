@@ -226,12 +226,6 @@ class PolyakAverage(tf.Module):
         for shadow, w in zip(self.shadows, variables):
             _update(shadow, update_one, w, ok)
 
-    def copy_to(self, variables):
-        """Writes the averages into ``variables`` (for evaluation or export of a restored model)."""
-        self._check(variables)
-        for shadow, w in zip(self.shadows, variables):
-            w.assign(shadow)
-
     def swap(self, variables):
         """Exchanges weights and averages (the original's polyak_swap); calling it twice undoes it."""
         self._check(variables)

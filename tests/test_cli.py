@@ -90,3 +90,20 @@ def test_each_program_fails_with_that_one_line_and_no_help(args, message, tmp_pa
 ])
 def test_tensorflows_loading_lines_are_filtered_by_its_log_level(line, level, shown):
     assert _env.shown(line, level) is shown
+
+
+@pytest.mark.parametrize("given, expected", [
+    (None, "--xla_cpu_use_fusion_emitters=false"),
+    ("--xla_cpu_enable_fast_math=false", "--xla_cpu_enable_fast_math=false --xla_cpu_use_fusion_emitters=false"),
+    ("--xla_cpu_use_fusion_emitters=true", "--xla_cpu_use_fusion_emitters=true"),  # the user's choice stands
+])
+def test_xla_uses_the_llvm_fusion_emitters_unless_told_otherwise(given, expected):
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    if given is not None:
+        env["XLA_FLAGS"] = given
+    code = ("import os, glow_tf, tensorflow as tf\n"
+            "tf.function(lambda x: x + 1, jit_compile=True)(tf.ones(2))  # XLA aborts on a flag it does not know\n"
+            "print(os.environ['XLA_FLAGS'])")
+    result = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO_ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == expected

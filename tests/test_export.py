@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO_ROOT, build_model, perturb, random_images, random_labels, tiny_config, write_run
-from glow_tf import export, optim
+from conftest import (REPO_ROOT, build_model, perturb, random_images, random_labels, tiny_config, tiny_digits,
+                      write_run)
+from glow_tf import checkpoints, export, optim, train_lib
 
 SEED = 7
 BATCHES = (1, 37)
@@ -284,3 +285,14 @@ def test_export_of_a_training_run_uses_the_polyak_average_when_asked(tmp_path):
 
     loaded = tf.saved_model.load(export.export_saved_model(tmp_path / "run", tmp_path / "model", use_ema=True))
     np.testing.assert_allclose(loaded.log_prob(x, y), averaged, rtol=1e-5)
+
+
+def test_a_training_run_ends_by_exporting_the_polyak_average_of_its_last_checkpoint(tmp_path):
+    train_lib.train_and_evaluate(tiny_digits(tmp_path, export=True, epochs=2, jit_compile=True))
+    averaged = checkpoints.restore_model(str(tmp_path), use_ema=True)
+    raw = checkpoints.restore_model(str(tmp_path), use_ema=False)
+    x = averaged.preprocess(random_images(averaged.config, 4), np.zeros((4,) + averaged.config.image_shape, np.float32))
+    expected = averaged.log_prob(x).numpy()
+    assert np.abs(raw.log_prob(x).numpy() - expected).max() > 1e-3  # the averages are not the raw weights
+    loaded = tf.saved_model.load(str(tmp_path / "saved_model"))
+    np.testing.assert_allclose(loaded.log_prob(x), expected, rtol=1e-5)

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 import glow_tf
-from conftest import tiny_config, write_run
+from conftest import perturb, tiny_config, write_run
 from glow_tf import checkpoints, train_lib
 from glow_tf.train_config import TrainConfig
 from test_train import tiny_digits
@@ -94,6 +94,24 @@ def test_sample_grids_draw_fresh_latents_each_epoch_unless_fixed(tmp_path):
     fixed_1, fixed_2 = grids(True, [1, 2])
     for a, b in zip(fixed_1, fixed_2):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("ycond", [False, True])
+def test_a_temperature_zero_grid_decodes_each_distinct_batch_once(tmp_path, ycond):
+    config = tiny_digits(tmp_path, ycond=ycond, n_batch_train=10)  # 10 batches, each labels 0..9
+    datasets, plan = train_lib.make_data(config)
+    trainer = train_lib.Trainer(config, tf.distribute.get_strategy(), datasets, plan)
+    trainer.data_dependent_init()
+    perturb(trainer.model.trainable_variables, 0.1)  # priors and label embedding not zero
+    decode, temperatures = trainer.sample_batch, []
+    trainer.sample_batch = lambda temperature, *args: temperatures.append(float(temperature)) or decode(temperature, *args)
+    (temperature, grid), *_ = trainer.sample_grids(epoch=1)
+    assert temperature == 0.0 and temperatures.count(0.0) == 1 and len(temperatures) == 1 + 7 * 10
+    labels = tf.constant(np.arange(10, dtype=np.int32))
+    for b in range(10):  # every batch decoded on its own, with its own eps seed, gives the same images
+        alone = decode(tf.constant(0.0), tf.constant([config.seed, 1000 + b], tf.int64), labels).numpy()
+        np.testing.assert_array_equal(grid[b], alone)
+    assert np.array_equal(grid[0][0], grid[0][1]) != ycond  # only the label changes a temperature-0 image
 
 
 def test_seed_is_validated_and_read_from_original_hparams():
