@@ -47,7 +47,7 @@ import tensorflow as tf
 from absl import logging
 from tqdm import tqdm
 
-from glow_tf import checkpoints, cluster, data, files, optim, preemption, sampling
+from glow_tf import checkpoints, cluster, data, files, heap, optim, preemption, sampling
 from glow_tf.config import GlowConfig
 from glow_tf.model import Glow
 from glow_tf.train_config import TrainConfig
@@ -739,6 +739,7 @@ def train_and_evaluate(config: TrainConfig):
         raise ValueError("--inference: call glow_tf.inference.infer (train.py does)")
     seed_everything(config)
     run = TrainingRun(config)
-    # SIGTERM: a checkpoint at the next step boundary, then preemption.Preempted; scratch: removed at the end.
-    with run.preemption, run.scratch:
+    # SIGTERM: a checkpoint at the next step boundary, then preemption.Preempted; scratch: removed at the end;
+    # the heap trimmer: what XLA's compiler threads free leaves resident memory (glow_tf/heap.py).
+    with run.preemption, run.scratch, heap.HeapTrimmer():
         run.run()
