@@ -7,8 +7,8 @@ export's tracing) allocates from the main arena beside it. At the CelebA-HQ size
 0.24 GiB stays free but resident after the first step compiles (64-pixel proxy of
 ``benchmarks/bench_celeba.py``: ``malloc_trim(0)`` after the step 5.85 -> 5.62 GiB), so the
 peak is that much higher than what is in use. ``malloc_trim(0)`` releases the free pages of
-every arena; calling it from a thread once a second while the step compiles keeps them out of
-the peak (proxy: 5.85 -> 5.65 GiB). Each call takes milliseconds.
+every arena; calling it from a thread once a second for the whole run (``train_and_evaluate``)
+keeps them out of the peak (proxy: 5.85 -> 5.65 GiB). Each call takes milliseconds.
 
 Only with glibc: elsewhere (musl, macOS) there is no ``malloc_trim`` and the trimmer does nothing.
 """
