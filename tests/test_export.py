@@ -54,6 +54,12 @@ LOADER = textwrap.dedent("""
             loaded.reseed(tf.constant(seed, tf.int64))
             out[f"{name}_{n}"] = loaded.signatures[name](temperature=inputs[f"t_{n}"], **labels(n))["image"].numpy()
         out[f"log_prob_{n}"] = loaded.log_prob(inputs[f"xc_{n}"], **labels(n)).numpy()
+        try:  # the documented limit: no gradients through the SavedModel
+            with tf.GradientTape() as tape:
+                log_prob = loaded.log_prob(inputs[f"xc_{n}"], **labels(n))
+            tape.gradient(log_prob, list(loaded.model_variables))
+        except LookupError as error:
+            out[f"gradient_error_{n}"] = str(error)
         out[f"tfp_sample_{n}"] = loaded.sample(n, **labels(n)).numpy()
         out[f"tfp_sample_cold_{n}"] = loaded.sample(n, **labels(n), temperature=0.0).numpy()
     np.savez(outputs_path, config=json.dumps(config), **out)
@@ -136,6 +142,7 @@ def test_saved_model_without_glow_tf_gives_the_live_models_numbers(exported, tmp
         np.testing.assert_array_equal(out[f"serving_default_{n}"], out[f"sample_{n}"])
 
         np.testing.assert_allclose(out[f"log_prob_{n}"], model.log_prob(inputs[f"xc_{n}"], y), rtol=1e-5)
+        assert "No gradient defined" in str(out[f"gradient_error_{n}"])
         cold = model.postprocess(model.decode([np.zeros((n,) + s, np.float32) for s in config.eps_shapes()], y))
         _assert_images_close(out[f"tfp_sample_cold_{n}"], cold.numpy(), config.n_bins)
         assert out[f"tfp_sample_{n}"].shape == (n,) + config.image_shape
@@ -202,7 +209,7 @@ def test_existing_target_needs_overwrite_and_is_replaced_whole(exported, tmp_pat
 def test_failed_save_leaves_nothing(exported, tmp_path, monkeypatch):
     model, _ = exported["uncond"]
 
-    def crash(module, path, signatures):
+    def crash(module, path, signatures, options):
         open(os.path.join(path, "saved_model.pb"), "w").close()
         raise RuntimeError("disk full")
 
