@@ -19,7 +19,7 @@ import re
 import tensorflow as tf
 from absl import logging
 
-from glow_tf import files, openai
+from glow_tf import files, openai, optim
 from glow_tf.config import GlowConfig
 from glow_tf.model import Glow
 
@@ -85,12 +85,6 @@ def has_openai_ema(prefix):
     return any(name.endswith(openai.EMA_SUFFIX) for name, _ in tf.train.list_variables(prefix))
 
 
-def _shadow_key(index):
-    """The checkpoint key of the Polyak average of the model's ``index``-th trainable variable
-    (``PolyakAverage.shadows[index]`` saved under EMA_KEY)."""
-    return f"{EMA_KEY}/shadows/{index}/.ATTRIBUTES/VARIABLE_VALUE"
-
-
 def has_ema(prefix):
     """Whether the checkpoint holds the Polyak averages."""
     return any(name.startswith(EMA_KEY + "/") for name, _ in tf.train.list_variables(prefix))
@@ -114,9 +108,8 @@ def restore_model(path, use_ema=True) -> Glow:
         raise ValueError(f"{prefix}: the checkpoint holds no initialised Glow (model/initialized is not set)")
     swap = use_ema and has_ema(prefix)
     if swap:  # each average straight into its weight: no second copy of the weights (0.65 GiB at CelebA-HQ size)
-        reader = tf.train.load_checkpoint(prefix)
-        for index, v in enumerate(model.trainable_variables):
-            v.assign(reader.get_tensor(_shadow_key(index)))
+        averages = optim.PolyakAverage.checkpoint_view(model.trainable_variables)
+        tf.train.Checkpoint(**{EMA_KEY: averages}).restore(prefix).expect_partial().assert_existing_objects_matched()
     model.ema_weights = swap
     logging.info("restored %s from %s (%s)", config, prefix,
                  "Polyak-averaged weights" if swap else

@@ -212,6 +212,17 @@ class PolyakAverage(tf.Module):
         self.shadows = [tf.Variable(v.read_value(), trainable=False, name="ExponentialMovingAverage")
                         for v in variables]
 
+    @staticmethod
+    def checkpoint_view(variables):
+        """A stand-in with PolyakAverage's checkpoint layout whose shadows are ``variables``.
+
+        Restoring a checkpoint into it reads each saved average straight into its variable,
+        without building a second set of shadows.
+        """
+        view = tf.Module(name="polyak_view")
+        view.shadows = list(variables)
+        return view
+
     def _check(self, variables):
         if len(variables) != len(self.shadows):
             raise ValueError(f"PolyakAverage: expected {len(self.shadows)} variables, got {len(variables)}")
