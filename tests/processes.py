@@ -80,25 +80,38 @@ def wait_for_steps(logdir, n, processes, timeout=TIMEOUT):
     raise AssertionError(f"no {n} steps in {path} after {timeout} s")
 
 
-def free_ports(n, consecutive=False):
-    """``n`` ports free on 127.0.0.1 (``consecutive``: base, base + 1, ...)."""
-    if not consecutive:
-        sockets = [socket.socket() for _ in range(n)]
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        ports = [s.getsockname()[1] for s in sockets]
-        for s in sockets:
-            s.close()
-        return ports
-    for base in range(20000 + os.getpid() % 20000, 65535 - n, n):
+def _kernel_port_floor():
+    """The lowest port the kernel hands out by itself (to bind(port 0) and to outgoing connections)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+# Ports for the tests' clusters: below the kernel's own range, so that no connection the kernel
+# numbers (TensorFlow's gRPC clients, other tests') can take one between the test choosing it and
+# the worker binding it; a block of its own per pytest-xdist worker, and never one port twice in
+# a process, so that no two of the suite's clusters ever ask for the same port.
+_PORTS_PER_WORKER = 2000
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").lstrip("gw") or 0)
+_next_port = [max(1024, min(20000, _kernel_port_floor() - 2 * _PORTS_PER_WORKER)) + _WORKER * _PORTS_PER_WORKER]
+
+
+def free_ports(n):
+    """``n`` consecutive ports free on 127.0.0.1: the next ``n`` of this worker's block that bind."""
+    end = _next_port[0] - _next_port[0] % _PORTS_PER_WORKER + _PORTS_PER_WORKER
+    while _next_port[0] + n <= end:
+        base = _next_port[0]
+        _next_port[0] += n
         try:
             for port in range(base, base + n):
                 with socket.socket() as s:
                     s.bind(("127.0.0.1", port))
             return list(range(base, base + n))
-        except OSError:
+        except OSError:  # taken by something outside the suite: the next ones
             continue
-    raise AssertionError(f"no {n} consecutive free ports")
+    raise AssertionError(f"no {n} consecutive free ports left in this worker's block")
 
 
 def tf_config(ports, index):

@@ -28,9 +28,14 @@ def test_celeba_command_trains_one_step_tests_samples_and_exports(tmp_path):
     logdir = str(tmp_path / "logs")
     result = bench_celeba.run(data_dir, logdir, quick=True, max_steps=1)
     assert result["returncode"] == 0, "\n".join(line for *_, line in result["lines"][-30:])
-    assert result["first_step_seconds"] is not None and result["peak_rss_mib"] > 0
-    # Every progress line carries the process's RSS then and its peak so far (sampled, rounded to MiB).
-    assert result["lines"] and all(0 < rss <= peak <= result["peak_rss_mib"] + 0.5 for _, rss, peak, _ in result["lines"])
+    assert result["first_step_seconds"] is not None and result["kernel_peak_rss_mib"] > 0
+    # Every progress line carries the process's RSS then and its peak so far, both from the same
+    # sampler (rounded to MiB); the sampled peaks never exceed the sampler's own final peak. The
+    # kernel's high-water mark (ru_maxrss) is another accounting, bounded by neither (bench_celeba.run).
+    peaks = [peak for _, _, peak, _ in result["lines"]]
+    assert result["lines"] and all(0 < rss <= peak for _, rss, peak, _ in result["lines"])
+    assert peaks == sorted(peaks) and peaks[-1] <= round(result["sampled_peak_rss_mib"])
+    assert result["peak_rss_mib"] == max(result["kernel_peak_rss_mib"], result["sampled_peak_rss_mib"])
     with open(os.path.join(logdir, "train_steps.txt")) as f:
         steps = [json.loads(line) for line in f.readlines()[1:]]
     assert [s["step"] for s in steps] == [0] and steps[0]["ok"] and np.isfinite(steps[0]["bits_x"])

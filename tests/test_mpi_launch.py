@@ -53,7 +53,7 @@ def test_mpiexec_two_ranks_equal_one_process_and_stop_together(one_process_run, 
     every worker agrees on --max_time. Rank 1 has its own --logdir and TMPDIR: nothing of it stays."""
     logdir, rank1_logdir, rank1_tmp = tmp_path / "run", tmp_path / "rank1_logdir", tmp_path / "rank1_tmp"
     rank1_tmp.mkdir()
-    base_port = free_ports(2, consecutive=True)[0]
+    base_port = free_ports(2)[0]
     args = lambda directory: train_args(directory, 2, "--strategy", "multi_worker", "--base_port", str(base_port),
                                         "--max_time", "100000", "--export")
     code, out, err = mpiexec([({}, TRAIN, args(logdir)),
