@@ -19,16 +19,20 @@ original's ``tf.train.ExponentialMovingAverage(decay=beta2, zero_debias=True)``.
 before data-dependent init; here the shadows start at the weights they are created from
 (create them after ``Glow.initialize``), and after every step
 
-    shadow <- shadow - (1 - decay) * (shadow - w)
+    shadow <- shadow - (shadow - w) * rate,   rate = float32(1) - float32(decay)
 
-with the weights after the step's update. The original computes the average but never swaps
-it in; glow_tf uses it for evaluation (``--use_ema_for_eval``) and export.
+with the weights after the step's update. The rate is the original's: TF's
+ExponentialMovingAverage converts decay to a float32 tensor before it takes 1 - decay, so for
+beta2 = 0.99992 the rate is 7.998943e-05, not float32(1 - beta2) = 8e-05 (1.3e-4 apart,
+relatively). The original computes the average but never swaps it in; glow_tf uses it for
+evaluation (``--use_ema_for_eval``) and export.
 
 Every update takes an ``ok`` flag: when False (non-finite loss or gradients) nothing changes,
 not the weights, the moments, the step count t nor the average. The updates run in
 cross-replica context (``tf.distribute``'s ``extended.update``, one call per variable), so they
 work under every strategy, with the default one as a plain assignment.
 """
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
@@ -209,6 +213,7 @@ class PolyakAverage(tf.Module):
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"PolyakAverage.decay: expected a float in [0, 1), got {decay}")
         self.decay = float(decay)
+        self.rate = np.float32(1.0) - np.float32(decay)  # the module docstring's float32 rate
         self.shadows = [tf.Variable(v.read_value(), trainable=False, name="ExponentialMovingAverage")
                         for v in variables]
 
@@ -228,11 +233,11 @@ class PolyakAverage(tf.Module):
             raise ValueError(f"PolyakAverage: expected {len(self.shadows)} variables, got {len(variables)}")
 
     def update(self, variables, ok=True):
-        """shadow -= (1 - decay) * (shadow - w) for every weight (cross-replica context)."""
+        """shadow -= (shadow - w) * rate for every weight (cross-replica context)."""
         self._check(variables)
 
         def update_one(shadow, w, ok):
-            shadow.assign(_if_ok(ok, shadow - (1.0 - self.decay) * (shadow - w), shadow))
+            shadow.assign(_if_ok(ok, shadow - (shadow - w) * self.rate, shadow))
 
         for shadow, w in zip(self.shadows, variables):
             _update(shadow, update_one, w, ok)
