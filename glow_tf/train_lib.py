@@ -288,7 +288,7 @@ class Trainer:
         return f"Starting a new run (data-dependent init on {self.plan.local_batch_init} images)"
 
     def restore_weights(self, path):
-        """--restore_path: weights (and averages, optimizer slots) of another run or an original checkpoint.
+        """--restore_path: weights, averages and optimizer slots of another run or of an original checkpoint.
 
         Returns a description.
         """
@@ -298,15 +298,7 @@ class Trainer:
                              f"--restore_path {path}")
             self.state.restore_weights(prefix)
             return f"glow_tf checkpoint {prefix} (weights, Polyak average, optimizer slots)"
-        from glow_tf import openai  # the original's name-based checkpoints
-        model_values = self.model.config.to_dict()  # the original's hps, as far as the model goes
-        raw = openai.load_checkpoint(prefix, model_values)
-        averaged = (openai.load_checkpoint(prefix, model_values, use_ema=True) if checkpoints.has_openai_ema(prefix)
-                    else raw)
-        for target, source in zip(self.model.variables, raw.variables):
-            target.assign(source)
-        self.state.start_average(averaged.trainable_variables)
-        return f"original OpenAI checkpoint {prefix} (weights{', Polyak average' if averaged is not raw else ''})"
+        return f"original OpenAI checkpoint {prefix} ({self.state.restore_original(prefix)})"
 
     # ------------------------------------------------------------------------ the step
     def n_processed(self, step):

@@ -10,7 +10,7 @@ methods below. The checkpoint's keys are those of every glow_tf run so far (``mo
 import numpy as np
 import tensorflow as tf
 
-from glow_tf import checkpoints, optim
+from glow_tf import checkpoints, openai, optim
 from glow_tf.train_logs import STATS
 
 TEST_LOSS_BEST_START = 999999.0  # the original's test_loss_best
@@ -32,8 +32,8 @@ class TrainState:
         self.model, self.strategy, self.iterator = model, strategy, iterator
         self.variables = model.trainable_variables
         with strategy.scope():
-            # The shadows start at the current weights; ``start_average`` restarts them after the
-            # weights are set (data-dependent init, --restore_path).
+            # The shadows start at the current weights; ``start_average`` restarts them after
+            # data-dependent init, --restore_path restores them.
             self.ema = optim.PolyakAverage(self.variables, beta2)
             self.optimizer = optim.make_optimizer(optimizer, self.variables, beta2=beta2, beta1=beta1,
                                                   weight_decay=weight_decay)
@@ -53,10 +53,10 @@ class TrainState:
             test_loss_best=self.test_loss_best)
 
     # ------------------------------------------------------------------------ weights
-    def start_average(self, averages=None):
-        """Restarts the Polyak average at the current weights (or at ``averages``, a list of values)."""
+    def start_average(self):
+        """Restarts the Polyak average at the current weights."""
         with self.strategy.scope():
-            for shadow, value in zip(self.ema.shadows, averages or self.variables):
+            for shadow, value in zip(self.ema.shadows, self.variables):
                 shadow.assign(value)
 
     def restore(self, prefix):
@@ -69,6 +69,12 @@ class TrainState:
         checkpoints.check_layout(prefix)
         tf.train.Checkpoint(model=self.model, **{checkpoints.EMA_KEY: self.ema},
                             optimizer=self.optimizer).restore(prefix).expect_partial()
+
+    def restore_original(self, prefix) -> str:
+        """The weights, optimiser state and Polyak average of an original OpenAI checkpoint
+        (--restore_path, as the original's own); returns what it held."""
+        with self.strategy.scope():
+            return openai.restore_training_state(prefix, self.model, self.optimizer, self.ema)
 
     # ------------------------------------------------------------------------ counters
     @property
