@@ -185,7 +185,7 @@ class TrainConfig:
         nested = {owner: {} for owner in _NESTED}
         top = {}
         for name, flag in FLAGS.items():
-            value = bool(values[name]) if flag.bool_as_int else values[name]
+            value = _original_int_bool(name, values[name]) if flag.bool_as_int else values[name]
             (nested[flag.owner] if flag.owner else top)[name] = value
         try:
             data = DataConfig(**nested["data"], seed=values["seed"])
@@ -239,7 +239,8 @@ class Flag:
 
     @property
     def help(self) -> str:
-        return fields.help_text(self.field) if not self.bool_as_int else self.field.metadata["help"] + " One of [0, 1]."
+        return fields.help_text(self.field) if not self.bool_as_int else self.field.metadata["help"] + (
+            " One of [0, 1] (the original tests == 1, so it took any other value as 0; here that is an error).")
 
     @property
     def choices(self):
@@ -262,6 +263,14 @@ def _flags():
 
 # The original's 0/1 flag of a bool field (argparse type=int: "--gradient_checkpointing 1").
 _ORIGINAL_INT_BOOLS = ("gradient_checkpointing",)
+
+
+def _original_int_bool(name, value) -> bool:
+    """The bool of the original's 0/1 int flag ``--name``. The original tests ``== 1`` (1 on, any
+    other value off); a value other than 0 and 1 is an error here, not a silent off."""
+    fields.expect(value in (0, 1), "--", name, "0 or 1 (1: on, 0: off; the original took any value but 1 as 0)",
+                  value)
+    return bool(value)
 FLAGS = _flags()
 
 

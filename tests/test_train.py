@@ -56,7 +56,7 @@ def test_flags_are_the_originals_with_their_defaults_and_documented():
     (dict(optimizer="sgd"), "--optimizer"), (dict(n_bits_x=9), "--n_bits_x"), (dict(dal=3), "--dal"),
     (dict(cpu_replicas=2), "--cpu_replicas"), (dict(weight_decay=0.0), "--weight_decay"),
     (dict(flow_permutation=4), "--flow_permutation"), (dict(max_time=-1.0), "--max_time"),
-    (dict(n_batch_test=0), "--n_batch_test"),
+    (dict(n_batch_test=0), "--n_batch_test"), (dict(gradient_checkpointing=2), "--gradient_checkpointing"),
 ])
 def test_invalid_flags_are_clear_errors(changes, flag):
     with pytest.raises(ValueError, match=flag + ": expected"):
