@@ -64,7 +64,8 @@ class TrainConfig:
     restore_path: str = fields.field(
         "", "Start from another run's weights: a glow_tf logdir, checkpoint dir or checkpoint prefix "
         "(model, Polyak average and optimizer slots; the step, data position and logs start afresh, "
-        "as the original), or an ORIGINAL OpenAI checkpoint prefix (weights and averages). With "
+        "as the original), or an ORIGINAL OpenAI checkpoint prefix (weights, the optimizer's t and "
+        "slots, averages: the original run goes on as its own --restore_path went on). With "
         "--inference: the model to encode with. Ignored when --logdir already holds a checkpoint "
         "(that run is resumed).", fields.STRING)
     inference: bool = fields.field(
