@@ -132,6 +132,18 @@ def trainable_names(model: Glow) -> list:
     return [name for name, target in openai_variable_names(model).items() if target.trainable]
 
 
+def per_weight_targets(model: Glow, per_variable) -> dict:
+    """{original name of each trainable weight: the Target of its own entry of ``per_variable``}.
+
+    Args:
+      per_variable: one variable or tensor per ``model.trainable_variables``, shaped as it (the
+        weights themselves, an optimiser's slots, the Polyak averages, gradients).
+    """
+    position = {v.ref(): i for i, v in enumerate(model.trainable_variables)}
+    return {name: target.same_place_in(per_variable[position[target.variable.ref()]])
+            for name, target in openai_variable_names(model).items() if target.trainable}
+
+
 def optimizer_slot_names(param_names, beta1):
     """(t's name, {weight name: (m1's name or None, m2's name)}) in an original checkpoint.
 
@@ -251,35 +263,31 @@ def restore_training_state(prefix, model: Glow, optimizer, average) -> str:
     reader = tf.train.load_checkpoint(prefix)
     stored_shapes = reader.get_variable_to_shape_map()
     targets = _model_targets(prefix, reader, model, use_ema=False)
-    names, params = openai_variable_names(model), trainable_names(model)
-    position = {v.ref(): i for i, v in enumerate(model.trainable_variables)}
-
-    def place_in(per_weight, name):
-        """The Target of weight ``name``'s own entry of ``per_weight`` (one variable per trainable variable)."""
-        target = names[name]
-        return target.same_place_in(per_weight[position[target.variable.ref()]])
-
+    params = trainable_names(model)
     state, restored = {}, ["weights"]
     has_averages = any(name.endswith(EMA_SUFFIX) for name in stored_shapes)
     if has_averages:
-        state.update({name + EMA_SUFFIX: place_in(average.shadows, name) for name in params})
+        shadows = per_weight_targets(model, average.shadows)
+        state.update({name + EMA_SUFFIX: shadows[name] for name in params})
         restored.append("Polyak average")
     found = sorted(name for name in stored_shapes if _UNNAMED_VARIABLE_NAME.match(name))
     if found:
         t_name, slots = optimizer_slot_names(params, optimizer.beta1)
         _check_slot_layout(prefix, found, t_name, slots, optimizer.beta1)
         state[t_name] = Target(optimizer.t)
+        m1 = per_weight_targets(model, optimizer.m1) if optimizer.m1 else {}
+        m2 = per_weight_targets(model, optimizer.m2)
         for name, (m1_name, m2_name) in slots.items():
-            state[m2_name] = place_in(optimizer.m2, name)
+            state[m2_name] = m2[name]
             if m1_name is not None:
-                state[m1_name] = place_in(optimizer.m1, name)
+                state[m1_name] = m1[name]
         restored.append(f"optimizer state (t = {float(reader.get_tensor(t_name)):g}, moments)")
     missing = sorted(name for name in state if name not in stored_shapes)
     problems = ([f"missing from the checkpoint: {missing}"] if missing else []) + _shape_problems(
         stored_shapes, {name: target for name, target in state.items() if name not in missing})
     if problems:
         raise ValueError(f"restore_training_state({prefix!r}):\n  " + "\n  ".join(problems))
-    started_averages = [] if has_averages else [(name, place_in(average.shadows, name)) for name in params]
+    started_averages = [] if has_averages else list(per_weight_targets(model, average.shadows).items())
     _assign(reader, list(targets.items()) + list(state.items()) + started_averages)
     model.initialized.assign(True)
     return ", ".join(restored)

@@ -120,6 +120,14 @@ def test_hparams_from_train_txt(golden_dir, tmp_path):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
+def test_optimizer_slot_names_follow_the_originals_creation_order():
+    """t, then per weight m2 and (beta1 > 0) m1, named as TF1 names unnamed variables."""
+    assert openai.optimizer_slot_names(["a", "b"], beta1=0.9) == (
+        "Variable", {"a": ("Variable_2", "Variable_1"), "b": ("Variable_4", "Variable_3")})
+    assert openai.optimizer_slot_names(["a", "b"], beta1=0.0) == (
+        "Variable", {"a": (None, "Variable_1"), "b": (None, "Variable_2")})
+
+
 @pytest.mark.parametrize("changes", [
     dict(flow_permutation=3, flow_coupling=1, learntop=True, ycond=True, weight_y=0.2),
     dict(flow_permutation=0, flow_coupling=0),
