@@ -245,6 +245,8 @@ def check_loss_and_gradients(fixture, run):
 
 def step_tolerances(fixture, weight, start, stop):
     """{kind: tolerance of the increment from step ``start`` to step ``stop``} (module docstring)."""
+    assert fixture.hp("optimizer") == "adamax", (
+        f"{fixture.folder}: the step tolerances are derived for Adamax; derive {fixture.hp('optimizer')}'s first")
     keys, beta1 = fixture.keys(weight), fixture.hp("beta1")
     rate, epsilon = fixture.hp("ema_rate_f32"), fixture.hp("epsilon")
 
