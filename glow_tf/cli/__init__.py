@@ -11,8 +11,9 @@ shows that). For example, with glow-train:
                       mean --log_steps?), got an unknown flag
     x                 glow-train: error: expected only flags (--name value or --name=value), got the argument 'x'
 
-A ValueError out of a program (a bad flag combination, unreadable data: its message says what
-was expected) ends it the same way, without a traceback. absl's INFO log lines (TensorFlow's
+A ValueError out of a program (a bad flag combination, unreadable data, a damaged checkpoint:
+its message says what was expected) or a failed write (``glow_tf.errors.WriteError``: a full
+disk, its message says what is intact) ends it the same way, without a traceback. absl's INFO log lines (TensorFlow's
 about every checkpoint written, every SavedModel variable) are hidden unless --verbosity is given.
 """
 import difflib
@@ -21,6 +22,8 @@ import re
 import sys
 
 from absl import app, flags, logging
+
+from glow_tf.errors import WriteError
 
 # absl's messages for a value it could not parse or validate, and for a flag given no value.
 _BAD_VALUE = re.compile(r"flag --(?P<name>[^=\s]+)=(?P<value>.*?): ")
@@ -132,7 +135,7 @@ def run(main, expand_argv=None, take_arguments=None):
             logging.set_verbosity(logging.WARNING)
         try:
             main()
-        except ValueError as e:
+        except (ValueError, WriteError) as e:
             raise error(e) from None
 
     app.run(absl_main, flags_parser=lambda argv: parse_flags(argv, flags.FLAGS, expand_argv, take_arguments))
