@@ -33,7 +33,7 @@ def error_text(error) -> str:
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
     text = error.message if isinstance(error, tf.errors.OpError) else str(error)
-    text = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\]", "", text).strip()
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\]( name: \S*)?", "", text).strip()
     return text or type(error).__name__
 
 

@@ -584,9 +584,11 @@ class TrainingRun:
 
     # ----------------------------------------------------------------------- the loop
     def run(self):
-        """The loop, and its end (``_loop``); a failed write stops it with a WriteError saying where to resume."""
+        """The loop, and its end (``_loop``); a failed write stops it with a WriteError saying where to
+        resume, a bad record in streamed data with a DataError naming its file."""
         try:
-            self._loop()
+            with self.datasets.reading():
+                self._loop()
         except errors.WriteError as e:
             last = self._last_good_checkpoint()
             raise errors.WriteError(f"{e}. Training stopped at step {self.state.steps_done}; "

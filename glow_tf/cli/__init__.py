@@ -10,6 +10,8 @@ shows that). For example, with glow-train:
     --log_step        glow-train: error: --log_step: expected one of the flags --help lists (did you
                       mean --log_steps?), got an unknown flag
     x                 glow-train: error: expected only flags (--name value or --name=value), got the argument 'x'
+    --flagfile f      glow-train: error: --flagfile f, line 3: expected one flag per line (--name=value or
+                      --name), got '--depth 4'   (or: expected a readable file of flags, got 'f' (No such file ...))
 
 A ValueError out of a program (a bad flag combination, unreadable data, a damaged checkpoint:
 its message says what was expected) or a failed write (``glow_tf.errors.WriteError``: a full
@@ -98,6 +100,43 @@ def stray_argument_message(argument, argv, flag_values) -> str:
     return f"expected only flags (--name value or --name=value), got the argument {argument!r}"
 
 
+def _flagfile_paths(argv):
+    """The files of the --flagfile arguments in ``argv`` ('--flagfile F', '--flagfile=F', one dash too)."""
+    paths, args = [], iter(argv[1:])
+    for arg in args:
+        if arg == "--":
+            break
+        name, equals, value = arg.partition("=")
+        if name in ("--flagfile", "-flagfile"):
+            paths.append(value if equals else next(args, ""))
+    return paths
+
+
+def _check_flagfile(path, reading=()):
+    """A one-line error (SystemExit) unless ``path`` can be read and each of its lines is one flag.
+
+    The rules are absl's: blank lines and lines starting with '#' or '//' are skipped, a line is
+    one argument (so '--depth 4' is the unknown flag 'depth 4'), '--flagfile=F' includes F.
+    ``reading``: the files that include this one (an inclusion loop is absl's to report).
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise error(f"--flagfile: expected a readable file of flags, got {path!r} "
+                    f"({getattr(e, 'strerror', None) or e})") from None
+    for number, line in enumerate((line.strip() for line in lines), start=1):
+        if not line or line.startswith(("#", "//")):
+            continue
+        name, equals, value = line.partition("=")
+        if name in ("--flagfile", "-flagfile") and equals:
+            if value not in reading:
+                _check_flagfile(value, reading + (path,))
+        elif not line.startswith("-") or any(c.isspace() for c in name):
+            raise error(f"--flagfile {path}, line {number}: expected one flag per line (--name=value or --name), "
+                        f"got {line!r}")
+
+
 def parse_flags(argv, flag_values=flags.FLAGS, expand_argv=None, take_arguments=None):
     """Parses ``argv`` into ``flag_values``; [program] on success, else SystemExit with one line.
 
@@ -107,6 +146,8 @@ def parse_flags(argv, flag_values=flags.FLAGS, expand_argv=None, take_arguments=
       take_arguments: [positional arguments] -> those the program does not take (glow-sample
         takes the second image of '--interpolate A B'); by default it takes none.
     """
+    for path in _flagfile_paths(argv):
+        _check_flagfile(path)
     try:
         argv = expand_argv(argv) if expand_argv else argv
         arguments = flag_values(argv)[1:]
