@@ -37,7 +37,7 @@ from absl import logging
 
 from glow_tf import files, openai, optim
 from glow_tf.config import GlowConfig
-from glow_tf.errors import CheckpointError, RunFileError
+from glow_tf.errors import CheckpointError, RunFileError, WriteError
 from glow_tf.model import Glow
 
 CONFIG_FILE = "config.json"
@@ -180,7 +180,10 @@ def set_aside(resumable: Resumable):
             k += 1
             target = f"{prefix}{DAMAGED}-{k}"
         for path in _checkpoint_files(prefix):
-            os.rename(path, target + path[len(prefix):])
+            try:
+                os.rename(path, target + path[len(prefix):])
+            except OSError as e:
+                raise WriteError(f"could not rename {path} to set it aside ({files.write_failure(e, path)})") from None
         moved.append((prefix, target))
     kept = resumable.kept
     lines = [f"model_checkpoint_path: {json.dumps(os.path.basename(resumable.prefix))}"]

@@ -120,5 +120,7 @@ def checkpoint_prefix(path, expected="a checkpoint prefix or a directory with a 
     if extension == ".index" or extension.startswith(".data-"):
         raise CheckpointError(f"expected {expected}, got {path!r}, one of a checkpoint's files: pass its prefix "
                               f"{prefix!r}")
-    seen = "a file that is not a checkpoint" if os.path.exists(path) else "a path that does not exist"
-    raise CheckpointError(f"expected {expected}, got {path!r}, {seen} (no {os.path.basename(path)}.index beside it)")
+    if os.path.exists(path):
+        raise CheckpointError(f"expected {expected}, got {path!r}, a file that is not a checkpoint (no "
+                              f"{os.path.basename(path)}.index beside it)")
+    raise CheckpointError(f"expected {expected}, got {path!r}: {path}.index does not exist")

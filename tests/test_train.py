@@ -175,6 +175,18 @@ def test_restoring_with_other_model_flags_names_them(mnist_run, tmp_path):
                                                           restore_path=mnist_run.logdir))
 
 
+def test_a_restore_path_that_is_no_usable_checkpoint_is_a_checkpoint_error(mnist_run, tmp_path):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(mnist_run.logdir, damaged)
+    prefix = tf.train.latest_checkpoint(str(damaged / checkpoints.CHECKPOINTS_DIR))
+    os.truncate(prefix + ".index", 10)
+    (tmp_path / "notes.txt").write_text("not a checkpoint")
+    for path, message in ((damaged, f"{prefix}: the checkpoint cannot be read \\(file is too short to be an sstable\\)"),
+                          (tmp_path / "notes.txt", "notes.txt', a file that is not a checkpoint")):
+        with pytest.raises(errors.CheckpointError, match=message):
+            train_lib.train_and_evaluate(mnist_run.with_flags(logdir=str(tmp_path / "run"), restore_path=str(path)))
+
+
 def test_restore_path_starts_a_new_run_from_the_weights(mnist_run, tmp_path):
     config = mnist_run.with_flags(logdir=str(tmp_path), restore_path=mnist_run.logdir, max_steps=1,
                                   epochs_full_valid=50)
