@@ -1,4 +1,5 @@
 """SavedModel export: signatures, numbers equal to the live model, loading without glow_tf."""
+import errno
 import fcntl
 import json
 import os
@@ -16,7 +17,7 @@ import tensorflow as tf
 
 from conftest import (REPO_ROOT, build_model, perturb, random_images, random_labels, tiny_config, tiny_digits,
                       write_run)
-from glow_tf import checkpoints, export, optim, train_lib
+from glow_tf import checkpoints, errors, export, optim, train_lib
 
 SEED = 7
 BATCHES = (1, 37)
@@ -219,15 +220,20 @@ def test_existing_target_needs_overwrite_and_is_replaced_whole(exported, tmp_pat
     assert os.listdir(tmp_path) == ["model"]  # no staging or old copies left beside it
 
 
-def test_failed_save_leaves_nothing(exported, tmp_path, monkeypatch):
+@pytest.mark.parametrize("error, raised, message", [
+    (RuntimeError("disk full"), RuntimeError, "disk full"),
+    (OSError(errno.ENOSPC, "No space left on device"), errors.WriteError,
+     r"^could not write the SavedModel .*model \(No space left on device; .* free on its disk"),
+])
+def test_failed_save_leaves_nothing(exported, tmp_path, monkeypatch, error, raised, message):
     model, _ = exported["uncond"]
 
     def crash(module, path, signatures, options):
         open(os.path.join(path, "saved_model.pb"), "w").close()
-        raise RuntimeError("disk full")
+        raise error
 
     monkeypatch.setattr(tf.saved_model, "save", crash)
-    with pytest.raises(RuntimeError, match="disk full"):
+    with pytest.raises(raised, match=message):
         export.export_saved_model(model, tmp_path / "model")
     assert os.listdir(tmp_path) == []
 
