@@ -134,14 +134,15 @@ def run_config(grid, cell, seed, workdir, problem, data_dir):
     """The TrainConfig of one run: the grid's flags, its cell and seed, its logdir in workdir.
 
     Sample grids are written only where the loop always writes them (epochs 1 and 10, the
-    end), checkpoints are kept once, and there is no export: the ablation needs the test logs.
+    end), the fewest checkpoints are kept (2: a damaged newest one leaves one to resume from), and
+    there is no export: the ablation needs the test logs.
     """
     permutation, coupling = cell
     return TrainConfig.from_flags({**grid.flags, "problem": problem, "data_dir": data_dir},
                                   flow_permutation=permutation, flow_coupling=coupling, seed=seed,
                                   logdir=os.path.join(workdir, run_name(cell, seed)),
                                   n_train=grid.eval_every * grid.flags["n_batch_train"], epochs_full_valid=1,
-                                  epochs_full_sample=10 ** 6, max_steps=grid.steps, keep_checkpoints=1, export=False)
+                                  epochs_full_sample=10 ** 6, max_steps=grid.steps, keep_checkpoints=2, export=False)
 
 
 def read_records(path):
@@ -179,13 +180,18 @@ def is_finished(config):
     return trained_steps(config) == config.max_steps and steps[-1:] == [config.max_steps]
 
 
+# Flags that change nothing a run computes (runs of grids before 2 checkpoints were the least kept
+# have --keep_checkpoints 1).
+_NOT_COMPARED = ("logdir", "keep_checkpoints")
+
+
 def check_same_flags(config):
     """Refuses a logdir trained with other flags: a grid's runs must share every flag but PER_RUN."""
     if not os.path.exists(os.path.join(config.logdir, checkpoints.CONFIG_FILE)):
         return
     saved = checkpoints.read_run_config(config.logdir)["train"]
     changed = [f"--{name} {saved.get(name)!r} (now {value!r})" for name, value in config.flags().items()
-               if name != "logdir" and saved.get(name) != value]
+               if name not in _NOT_COMPARED and saved.get(name) != value]
     if changed:
         raise ValueError(f"{config.logdir} was trained with other flags: {', '.join(changed)}. "
                          "Pass another --workdir, or delete that run to train it anew.")

@@ -11,34 +11,203 @@ A training ``--logdir`` holds::
 Each checkpoint is ``tf.train.Checkpoint(model=Glow, ema=PolyakAverage, optimizer=AdamFamily,
 step=..., iterator=..., rng=..., ...)`` (see ``train_lib``). ``restore_model`` needs only the
 model and the EMA from it.
+
+Damaged checkpoints. A training run resumes from ``find_resumable``'s checkpoint: the newest one
+of ``checkpoints/`` whose every tensor reads back (TensorFlow's reader checks each one's
+checksum), so a checkpoint cut short or damaged on disk is passed over, and ``set_aside`` renames
+its files to ``ckpt-N.damaged.*`` (kept, never deleted; tf.train.CheckpointManager neither reads
+nor deletes files by those names) and writes the checkpoint state without it. The candidates are
+the checkpoint state's (TensorFlow's ``checkpoint`` file, which names a checkpoint only once it is
+written whole), newest first, or without a readable state the ``ckpt-N`` files there. When
+checkpoints exist but none reads back, nothing is changed and CheckpointError says so: a run
+never starts over silently. Elsewhere (``restore_model``, --restore_path) a checkpoint that
+cannot be read is a CheckpointError naming it.
 """
+import contextlib
+import dataclasses
+import glob
 import json
 import os
 import re
+import shutil
+from typing import Optional, Tuple
 
 import tensorflow as tf
 from absl import logging
 
 from glow_tf import files, openai, optim
 from glow_tf.config import GlowConfig
+from glow_tf.errors import CheckpointError, RunFileError, WriteError
 from glow_tf.model import Glow
 
 CONFIG_FILE = "config.json"
 CHECKPOINTS_DIR = "checkpoints"
 BEST_DIR = "model_best_loss"
 EMA_KEY = "ema"
+STATE_FILE = "checkpoint"  # tf.train.CheckpointManager's checkpoint state
+DAMAGED = ".damaged"  # ckpt-N.damaged.index: a checkpoint set aside (``set_aside``)
+_NUMBERED = re.compile(r"^ckpt-(\d+)\.index$")
 
 
 def read_run_config(logdir):
-    """The run's config.json as {"model": {...}, "train": {...}}."""
+    """The run's config.json as {"model": {...}, "train": {...}}; RunFileError if it is not that."""
     path = os.path.join(logdir, CONFIG_FILE)
     if not os.path.exists(path):
-        raise ValueError(f"expected a training run's {CONFIG_FILE} in {logdir!r}, found none")
-    with open(path) as f:
-        values = json.load(f)
-    if not isinstance(values, dict) or "model" not in values:
-        raise ValueError(f"{path}: expected a JSON object with a 'model' entry, got {str(values)[:200]}")
+        raise RunFileError(f"expected a training run's {CONFIG_FILE} in {logdir!r}, found none")
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        values = json.loads(text)
+    except (OSError, UnicodeDecodeError) as e:
+        raise RunFileError(f"{path}: expected the run's config as JSON, could not read it ({e})") from None
+    except json.JSONDecodeError as e:
+        raise RunFileError(f"{path}: expected the run's config as JSON, got text that is not ({e.msg} at line "
+                           f"{e.lineno}, column {e.colno}: {text[:80]!r})") from None
+    if not isinstance(values, dict) or not isinstance(values.get("model"), dict):
+        raise RunFileError(f"{path}: expected a JSON object with a 'model' entry, got {str(values)[:200]}")
     return values
+
+
+@contextlib.contextmanager
+def reading(prefix):
+    """Within it, TensorFlow's errors of a damaged checkpoint become a CheckpointError naming ``prefix``."""
+    try:
+        yield
+    except (tf.errors.OpError, IndexError) as e:  # IndexError: TensorFlow's reader past a file's end
+        raise CheckpointError(f"{prefix}: the checkpoint cannot be read ({files.error_text(e)})") from None
+
+
+def read_failure(prefix) -> Optional[str]:
+    """None when every tensor of the checkpoint ``prefix`` reads back, else why not.
+
+    TensorFlow's reader checks each tensor's checksum; the tensors are read one at a time (the
+    memory of the largest), variants (the data iterator's state) included.
+    """
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for name, dtype in reader.get_variable_to_dtype_map().items():
+            tf.raw_ops.RestoreV2(prefix=prefix, tensor_names=[name], shape_and_slices=[""], dtypes=[dtype])
+    except (tf.errors.OpError, IndexError) as e:
+        return files.error_text(e)
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Resumable:
+    """What a run's checkpoints directory offers to resume from (``find_resumable``).
+
+    Attributes:
+      directory: the checkpoints directory.
+      kept: (prefix, timestamp) of the checkpoint to resume from, last, and the older candidates
+        (not read), oldest first; empty when there is none yet.
+      damaged: the newer candidates that do not read back, newest first, as (prefix, why).
+      state_note: why the checkpoint state was not used ('' when it was).
+    """
+    directory: str
+    kept: Tuple[Tuple[str, float], ...] = ()
+    damaged: Tuple[Tuple[str, str], ...] = ()
+    state_note: str = ""
+
+    @property
+    def prefix(self) -> Optional[str]:
+        """The newest checkpoint that reads back whole; None when there is none yet."""
+        return self.kept[-1][0] if self.kept else None
+
+    @property
+    def needs_new_state(self) -> bool:
+        """Whether the checkpoint state must be written anew (``set_aside``) before resuming."""
+        return bool(self.prefix and (self.damaged or self.state_note))
+
+
+def _candidates(directory):
+    """([(prefix, timestamp)] oldest first, note): the checkpoint state's, else the ckpt-N files'."""
+    state_path = os.path.join(directory, STATE_FILE)
+    note = ""
+    if os.path.exists(state_path):
+        try:
+            state = tf.train.get_checkpoint_state(directory)
+        except ValueError:  # a state without a latest checkpoint
+            state = None
+        if state is not None:
+            paths = list(state.all_model_checkpoint_paths)
+            if state.model_checkpoint_path not in paths:
+                paths.append(state.model_checkpoint_path)
+            stamps = list(state.all_model_checkpoint_timestamps)
+            stamps = stamps if len(stamps) == len(paths) else [state.last_preserved_timestamp] * len(paths)
+            return list(zip(paths, stamps)), note
+        note = f"{state_path} cannot be read; looking at the ckpt-N files beside it"
+    found = [(int(match.group(1)), name) for name in os.listdir(directory) if (match := _NUMBERED.match(name))]
+    prefixes = [os.path.join(directory, name[:-len(".index")]) for _, name in sorted(found)]
+    return [(prefix, os.path.getmtime(prefix + ".index")) for prefix in prefixes], note
+
+
+def find_resumable(directory) -> Resumable:
+    """The checkpoint a run in ``directory`` resumes from, and the newer damaged ones (module docstring).
+
+    Raises CheckpointError when checkpoints exist and none of them can be read.
+    """
+    if not os.path.isdir(directory):
+        return Resumable(directory)
+    candidates, note = _candidates(directory)
+    damaged = []
+    for index in reversed(range(len(candidates))):
+        prefix = candidates[index][0]
+        reason = read_failure(prefix)
+        if reason is None:
+            return Resumable(directory, tuple(candidates[:index + 1]), tuple(damaged), note)
+        damaged.append((prefix, reason))
+    if damaged:
+        found = "; ".join(f"{os.path.basename(prefix)}: {reason}" for prefix, reason in damaged)
+        found += f"; {note}" if note else ""
+        raise CheckpointError(
+            f"{directory}: none of its {len(damaged)} checkpoint(s) can be read ({found}). Nothing was changed. "
+            "To resume, put back a copy of that folder; to start this run over, move the folder aside (or train "
+            "in another --logdir)")
+    return Resumable(directory, state_note=note)
+
+
+def set_aside(resumable: Resumable):
+    """Renames the damaged checkpoints' files to ``ckpt-N.damaged[-k].*`` and writes the checkpoint
+    state naming ``resumable.prefix`` as the latest; returns [(old prefix, new prefix)].
+
+    The state keeps the timestamps of the checkpoints it lists, and marks none as preserved, so
+    that tf.train.CheckpointManager deletes them in turn as newer ones are written.
+    """
+    moved = []
+    for prefix, _ in resumable.damaged:
+        target, k = prefix + DAMAGED, 1
+        while glob.glob(glob.escape(target) + ".*"):
+            k += 1
+            target = f"{prefix}{DAMAGED}-{k}"
+        for path in _checkpoint_files(prefix):
+            try:
+                os.rename(path, target + path[len(prefix):])
+            except OSError as e:
+                raise WriteError(f"could not rename {path} to set it aside ({files.write_failure(e, path)})") from None
+        moved.append((prefix, target))
+    kept = resumable.kept
+    lines = [f"model_checkpoint_path: {json.dumps(os.path.basename(resumable.prefix))}"]
+    lines += [f"all_model_checkpoint_paths: {json.dumps(os.path.basename(prefix))}" for prefix, _ in kept]
+    lines += [f"all_model_checkpoint_timestamps: {stamp!r}" for _, stamp in kept]
+    lines.append(f"last_preserved_timestamp: {min(stamp for _, stamp in kept) - 1.0!r}")
+    text = ("\n".join(lines) + "\n").encode()
+    files.write_atomic(os.path.join(resumable.directory, STATE_FILE), lambda f: f.write(text))
+    return moved
+
+
+def _checkpoint_files(prefix):
+    """The files of checkpoint ``prefix`` (its index and data shards)."""
+    return [path for path in [prefix + ".index"] + glob.glob(glob.escape(prefix) + ".data-*-of-*")
+            if os.path.exists(path)]
+
+
+def remove_partial(prefix):
+    """Removes what a failed write of checkpoint ``prefix`` left: its files and TensorFlow's temp folder."""
+    for path in _checkpoint_files(prefix):
+        os.remove(path)
+    for temp in glob.glob(glob.escape(prefix) + "_temp*"):
+        if os.path.isdir(temp):
+            shutil.rmtree(temp, ignore_errors=True)
 
 
 def resolve(path):
@@ -66,7 +235,7 @@ def check_layout(prefix):
     every parameter once, stacked over its steps; a checkpoint with one variable per step
     would restore only the rest of the model, silently.
     """
-    old = [name for name, _ in tf.train.list_variables(prefix) if _PER_STEP_KEY.search(name)]
+    old = [name for name in _variable_names(prefix) if _PER_STEP_KEY.search(name)]
     if old:
         raise ValueError(
             f"{prefix}: this checkpoint has glow_tf's old per-step layout (one variable per flow step, e.g. "
@@ -75,19 +244,25 @@ def check_layout(prefix):
             "LOGDIR --out DIR): a SavedModel does not depend on the layout and loads without glow_tf.")
 
 
+def _variable_names(prefix):
+    """The names in the checkpoint ``prefix`` (CheckpointError if its index cannot be read)."""
+    with reading(prefix):
+        return [name for name, _ in tf.train.list_variables(prefix)]
+
+
 def is_glow_tf_checkpoint(prefix):
     """glow_tf's (TF2 object-based) checkpoint, as opposed to the original's TF1 name-based one."""
-    return any(name == "_CHECKPOINTABLE_OBJECT_GRAPH" for name, _ in tf.train.list_variables(prefix))
+    return "_CHECKPOINTABLE_OBJECT_GRAPH" in _variable_names(prefix)
 
 
 def has_openai_ema(prefix):
     """Whether an original checkpoint holds the Polyak averages (``.../ExponentialMovingAverage``)."""
-    return any(name.endswith(openai.EMA_SUFFIX) for name, _ in tf.train.list_variables(prefix))
+    return any(name.endswith(openai.EMA_SUFFIX) for name in _variable_names(prefix))
 
 
 def has_ema(prefix):
     """Whether the checkpoint holds the Polyak averages."""
-    return any(name.startswith(EMA_KEY + "/") for name, _ in tf.train.list_variables(prefix))
+    return any(name.startswith(EMA_KEY + "/") for name in _variable_names(prefix))
 
 
 def restore_model(path, use_ema=True) -> Glow:
@@ -103,13 +278,16 @@ def restore_model(path, use_ema=True) -> Glow:
     check_layout(prefix)
     config = GlowConfig.from_dict(read_run_config(logdir)["model"])
     model = Glow(config)
-    tf.train.Checkpoint(model=model).restore(prefix).expect_partial()
+    with reading(prefix):
+        tf.train.Checkpoint(model=model).restore(prefix).expect_partial()
     if not bool(model.initialized.numpy()):
         raise ValueError(f"{prefix}: the checkpoint holds no initialised Glow (model/initialized is not set)")
     swap = use_ema and has_ema(prefix)
     if swap:  # each average straight into its weight: no second copy of the weights (0.65 GiB at CelebA-HQ size)
         averages = optim.PolyakAverage.checkpoint_view(model.trainable_variables)
-        tf.train.Checkpoint(**{EMA_KEY: averages}).restore(prefix).expect_partial().assert_existing_objects_matched()
+        with reading(prefix):
+            restored = tf.train.Checkpoint(**{EMA_KEY: averages}).restore(prefix)
+            restored.expect_partial().assert_existing_objects_matched()
     model.ema_weights = swap
     logging.info("restored %s from %s (%s)", config, prefix,
                  "Polyak-averaged weights" if swap else

@@ -25,8 +25,17 @@ export, so every fresh load draws the same numbers in the same order. The first 
 load (or after ``reseed(seed)``) draws, with g = ``tf.random.Generator.from_seed(seed)`` (seed
 a Python int, 0 <= seed < 2**63):
 ``g.uniform([N, H, W, C], 0, 1/n_bins)`` in encode and bits_per_dim, and
-``g.normal([N, h_i, w_i, c_i])`` for i = 0 .. L-1 in sample. Out-of-range labels and a label
-count that differs from the batch raise InvalidArgumentError.
+``g.normal([N, h_i, w_i, c_i])`` for i = 0 .. L-1 in sample.
+
+Checks when called. The image and latent inputs accept any shape of rank 4 (the signatures
+declare [N, H, W, C] as (-1, -1, -1, -1); the sizes are in ``config_json``), so that a wrong
+size meets a message naming the expected shape (InvalidArgumentError "assertion failed: [x:
+expected shape [N, 32, 32, 3], got] [2 64 64 3]") rather than TensorFlow's refusal to bind the
+input (which prints the whole input). Out-of-range labels and a label count that differs from the batch raise
+InvalidArgumentError too. The dtype is TensorFlow's to check: a tf.Tensor of another dtype is
+refused ("input #0(zero-based) was expected to be a uint8 tensor but is a float tensor"), and a
+numpy array is converted to the input's dtype first (a float image is cast to uint8, wrapping
+values past 255): pass uint8 images.
 
 Gradients. The SavedModel is for inference. glow_tf's hand-written convolution gradients
 (``glow_tf.layers.nn.conv2d_same``) are not saved, so asking for a gradient through a loaded
@@ -58,7 +67,8 @@ import tensorflow as tf
 from absl import flags
 from tqdm import tqdm
 
-from glow_tf import cli
+from glow_tf import cli, files
+from glow_tf.errors import WriteError
 from glow_tf.model import Glow
 
 
@@ -99,7 +109,7 @@ class ServingModule(tf.Module):
         self.config_json = tf.Variable(json.dumps({
             "model": config.to_dict(), "eps_shapes": [list(s) for s in config.eps_shapes()],
             "has_classifier": config.has_classifier}), trainable=False, name="config_json")
-        continuous_spec = tf.TensorSpec([None, *config.image_shape], tf.float32, name="x")
+        continuous_spec = tf.TensorSpec([None] * 4, tf.float32, name="x")  # checked when called
         # log_prob(x, y=...) with named parameters on the loaded object; y only for ycond models.
         self.log_prob = tf.function(self._log_prob, input_signature=[continuous_spec, *self._label_specs()],
                                     autograph=False)
@@ -151,7 +161,7 @@ class ServingModule(tf.Module):
 
     # ------------------------------------------------------------ the loaded object's API
     def _log_prob(self, x, y=None):
-        return self._untracked.encode(x, y)["log_prob"]
+        return self._untracked.encode(_checked_shape(x, self._untracked.config.image_shape, "x"), y)["log_prob"]
 
     @tf.function(autograph=False)
     def sample(self, n, y=None, temperature=1.0):
@@ -176,11 +186,13 @@ class ServingModule(tf.Module):
 
     def _encode_signature(self, *inputs):
         (x,), y = self._inputs_and_labels(inputs)
-        return self._encode_uint8(x, y)
+        return self._encode_uint8(_checked_shape(x, self._untracked.config.image_shape, "x"), y)
 
     def _decode_signature(self, *inputs):
         eps, y = self._inputs_and_labels(inputs)
-        return self._untracked.decode(list(eps), y)
+        shapes = self._untracked.config.eps_shapes()
+        return self._untracked.decode([_checked_shape(e, shape, f"eps_{level}")
+                                       for level, (e, shape) in enumerate(zip(eps, shapes))], y)
 
     def _sample_signature(self, *inputs):
         (temperature,), y = self._inputs_and_labels(inputs)
@@ -188,14 +200,14 @@ class ServingModule(tf.Module):
 
     def _bits_per_dim_signature(self, *inputs):
         (x,), y = self._inputs_and_labels(inputs)
+        x = _checked_shape(x, self._untracked.config.image_shape, "x")
         return {"bits_per_dim": self._encode_uint8(x, y)["bits_per_dim"]}
 
     def signatures(self):
         """{signature name: tf.function} for ``tf.saved_model.save(module, path, signatures=...)``."""
         config = self._untracked.config
-        image_spec = tf.TensorSpec([None, *config.image_shape], tf.uint8, name="x")
-        eps_specs = [tf.TensorSpec([None, *shape], tf.float32, name=f"eps_{level}")
-                     for level, shape in enumerate(config.eps_shapes())]
+        image_spec = tf.TensorSpec([None] * 4, tf.uint8, name="x")  # the shapes: checked when called
+        eps_specs = [tf.TensorSpec([None] * 4, tf.float32, name=f"eps_{level}") for level in range(config.n_levels)]
         temperature_spec = tf.TensorSpec([None], tf.float32, name="temperature")
         signatures = {name: tf.function(body, input_signature=specs + self._label_specs(), autograph=False)
                       for name, body, specs in (("encode", self._encode_signature, [image_spec]),
@@ -204,6 +216,16 @@ class ServingModule(tf.Module):
                                                 ("bits_per_dim", self._bits_per_dim_signature, [image_spec]))}
         signatures["serving_default"] = signatures["sample"]
         return signatures
+
+
+def _checked_shape(x, shape, name):
+    """``x`` [N, *shape] with that static shape, after a check when called whose message names
+    ``shape`` (see the module docstring)."""
+    actual = tf.shape(x)
+    same = tf.reduce_all(tf.equal(actual[1:], shape))
+    expected = f"{name}: expected shape [N, {', '.join(map(str, shape))}], got"
+    with tf.control_dependencies([tf.debugging.Assert(same, [expected, actual], summarize=4)]):
+        return tf.ensure_shape(tf.identity(x), [None, *shape])
 
 
 def _check_target(path, overwrite):
@@ -256,18 +278,24 @@ def export_saved_model(model, path, use_ema=True, overwrite=False, seed=0) -> st
 
     Returns:
       ``path``.
+
+    Raises WriteError when the files cannot be written (a full disk): nothing is left of them,
+    and an existing ``path`` is as it was.
     """
     if isinstance(model, (str, os.PathLike)):
         from glow_tf import checkpoints  # the training side; only needed for checkpoint paths
         model = checkpoints.restore_model(model, use_ema=use_ema)
     module = ServingModule(model, seed=seed)
     path = os.path.abspath(os.fspath(path))
-    with _atomic_directory(path, overwrite) as staging:
-        # Without the hand-written gradients (see the module docstring): saving them roughly
-        # doubles the tracing (CelebA-HQ-sized model, two runs: 13.8 -> 7.3 s and 17.2 -> 10.0 s;
-        # RSS +263 -> +181 MiB; saved_model.pb 2.7 -> 1.5 MB).
-        tf.saved_model.save(module, staging, signatures=module.signatures(),
-                            options=tf.saved_model.SaveOptions(experimental_custom_gradients=False))
+    try:
+        with _atomic_directory(path, overwrite) as staging:
+            # Without the hand-written gradients (see the module docstring): saving them roughly
+            # doubles the tracing (CelebA-HQ-sized model, two runs: 13.8 -> 7.3 s and 17.2 -> 10.0 s;
+            # RSS +263 -> +181 MiB; saved_model.pb 2.7 -> 1.5 MB).
+            tf.saved_model.save(module, staging, signatures=module.signatures(),
+                                options=tf.saved_model.SaveOptions(experimental_custom_gradients=False))
+    except (tf.errors.OpError, OSError) as e:
+        raise WriteError(f"could not write the SavedModel {path} ({files.write_failure(e, path)})") from None
     return path
 
 

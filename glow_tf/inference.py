@@ -50,12 +50,13 @@ def infer(config: TrainConfig) -> str:
 
     zs, xs, ys = [], [], []
     n_batches = -(-info.n_test // plan.local_batch_test)
-    for index, (x, y) in enumerate(progress(datasets.test, "encoding the test set", n_batches)):
-        seed = tf.constant([config.seed, EVAL_SALT + index], tf.int64)
-        z, x_decoded = encode_decode(x, y, stateless_noise(tf.shape(x), seed, model.config.n_bins))
-        zs.append(z.numpy())
-        xs.append(x_decoded.numpy())
-        ys.append(y.numpy())
+    with datasets.reading():
+        for index, (x, y) in enumerate(progress(datasets.test, "encoding the test set", n_batches)):
+            seed = tf.constant([config.seed, EVAL_SALT + index], tf.int64)
+            z, x_decoded = encode_decode(x, y, stateless_noise(tf.shape(x), seed, model.config.n_bins))
+            zs.append(z.numpy())
+            xs.append(x_decoded.numpy())
+            ys.append(y.numpy())
     path = os.path.join(os.path.abspath(config.logdir), "latents.npz")
     files.write_atomic(path, lambda f: np.savez(f, z=np.concatenate(zs), y=np.concatenate(ys).astype(np.int32),
                                                 x=np.concatenate(xs)))

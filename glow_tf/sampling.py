@@ -40,7 +40,9 @@ from absl import logging
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 from tqdm import tqdm
 
-from glow_tf import latents
+from glow_tf import files, latents
+from glow_tf.data.errors import DataError
+from glow_tf.errors import ModelError
 from glow_tf.files import write_atomic
 from glow_tf.model import check_labels
 
@@ -149,8 +151,19 @@ class ServedGlow:
 
     @classmethod
     def from_saved_model(cls, path, batch_size=64):
-        """A SavedModel written by ``glow_tf.export`` (plain TensorFlow does the loading)."""
-        loaded = tf.saved_model.load(os.fspath(path))
+        """A SavedModel written by ``glow_tf.export`` (plain TensorFlow does the loading); ModelError
+        naming ``path`` for one that cannot be loaded or that glow_tf did not write."""
+        path = os.fspath(path)
+        expected = "a SavedModel written by glow_tf (glow-export, or a training run's saved_model/)"
+        try:
+            loaded = tf.saved_model.load(path)
+        except (OSError, ValueError, tf.errors.OpError) as e:  # TensorFlow's for a damaged saved_model.pb
+            raise ModelError(f"model: expected {expected}, got {path!r}, which cannot be loaded "
+                             f"({files.error_text(e)})") from None
+        missing = [name for name in ("config_json", "reseed", "model_variables") if not hasattr(loaded, name)]
+        missing += [f"signature {name!r}" for name in ("encode", "decode", "sample") if name not in loaded.signatures]
+        if missing:
+            raise ModelError(f"model: expected {expected}, got {path!r}, a SavedModel without {', '.join(missing)}")
         return cls(loaded.signatures, loaded, batch_size)
 
     @classmethod
@@ -180,7 +193,7 @@ def load_model(path, use_ema=True, batch_size=64) -> ServedGlow:
     if is_saved_model(path):
         return ServedGlow.from_saved_model(path, batch_size)
     if not os.path.exists(path) and not os.path.exists(path + ".index"):
-        raise ValueError(f"model: expected a SavedModel directory, a training logdir, a checkpoint "
+        raise ModelError(f"model: expected a SavedModel directory, a training logdir, a checkpoint "
                          f"directory or a checkpoint prefix, got missing path {path!r}")
     from glow_tf import checkpoints
     return ServedGlow.from_model(checkpoints.restore_model(path, use_ema=use_ema), batch_size)
@@ -298,7 +311,7 @@ def parse_attribute(name) -> int:
 
 # ---------------------------------------------------------------------------- image files
 def read_image(path, image_shape):
-    """uint8 [H, W, C] of an image file, by the rules in the module docstring."""
+    """uint8 [H, W, C] of an image file, by the rules in the module docstring (DataError if it is none)."""
     path, (height, width, channels) = os.fspath(path), image_shape
     if channels not in (1, 3):
         raise ValueError(f"read_image: expected a model with 1 or 3 channels, got {channels}")
@@ -306,9 +319,9 @@ def read_image(path, image_shape):
         with Image.open(path) as image:
             image = np.asarray(image.convert("RGB" if channels == 3 else "L"))
     except FileNotFoundError:
-        raise ValueError(f"image {path!r}: no such file") from None
+        raise DataError(f"image {path!r}: no such file") from None
     except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"image {path!r}: expected an image file PIL can read, got: {e}") from None
+        raise DataError(f"image {path!r}: expected an image file PIL can read, got: {e}") from None
     image = image.reshape(image.shape[:2] + (channels,))  # [h, w, C]
     if image.shape[:2] != (height, width):
         from glow_tf.data import images as image_ops  # the pipeline's crop and resize rule

@@ -153,7 +153,10 @@ class TrainConfig:
     checkpoint_minutes: float = fields.field(10.0, "Minutes between checkpoints within an epoch (checkpoints "
                                              "are also written at every epoch end).", fields.POSITIVE_FLOAT)
     keep_checkpoints: int = fields.field(3, "Latest checkpoints kept in LOGDIR/checkpoints (the best-test-loss "
-                                         "one is kept apart in LOGDIR/model_best_loss).", fields.POSITIVE_INT)
+                                         "one is kept apart in LOGDIR/model_best_loss); at least 2, so that a "
+                                         "newest one that cannot be read leaves an older one to resume from.",
+                                         fields.int_at_least(2, " (an unreadable newest checkpoint then leaves "
+                                                                "an older one to resume from)"))
     max_nonfinite: int = fields.field(10, "Consecutive steps with a non-finite loss or gradient (each is "
                                       "skipped: no update) after which the run stops.", fields.POSITIVE_INT)
     export: bool = fields.field(True, "Write the SavedModel (Polyak-averaged weights) to LOGDIR/saved_model at "

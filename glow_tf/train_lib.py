@@ -41,13 +41,14 @@ import os
 import sys
 import tempfile
 import time
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 from tqdm import tqdm
 
-from glow_tf import checkpoints, cluster, data, files, heap, optim, preemption, sampling
+from glow_tf import checkpoints, cluster, data, errors, files, heap, optim, preemption, sampling
 from glow_tf.config import GlowConfig
 from glow_tf.model import Glow
 from glow_tf.train_config import TrainConfig
@@ -187,6 +188,13 @@ def check_same_model(saved: dict, current: GlowConfig, where):
 def stateless_noise(shape, seed, n_bins):
     """U(0, 1/n_bins) dequantisation noise from a stateless seed."""
     return tf.random.stateless_uniform(shape, seed, 0.0, 1.0 / n_bins)
+
+
+def describe_checkpoint(prefix) -> str:
+    """'the last good checkpoint is PREFIX (step N)' for a run's latest checkpoint; None: none written yet."""
+    if prefix is None:
+        return "no checkpoint was written yet"
+    return f"the last good checkpoint is {prefix} (step {prefix.rsplit('-', 1)[1]})"
 
 
 def should_test(epoch, config):
@@ -492,7 +500,10 @@ class TrainingRun:
             os.makedirs(self.logdir, exist_ok=True)
         ckpt_dir = os.path.join(self.logdir, checkpoints.CHECKPOINTS_DIR)
         best_dir = os.path.join(self.logdir, checkpoints.BEST_DIR)
-        resume_prefix = tf.train.latest_checkpoint(ckpt_dir)  # every worker resumes from the chief's
+        resumable = checkpoints.find_resumable(ckpt_dir)  # every worker resumes from the chief's
+        resume_prefix = resumable.prefix
+        if self.chief and resumable.needs_new_state:
+            self._set_aside(resumable)
         # Other workers write their copies of the checkpoint aside, removed when the run ends.
         self.scratch = (contextlib.nullcontext() if self.chief
                         else tempfile.TemporaryDirectory(prefix="glow_tf_worker_ckpt_"))
@@ -541,6 +552,19 @@ class TrainingRun:
         if self.chief:
             print(*args, flush=True)
 
+    def _set_aside(self, resumable):
+        """Says which checkpoints cannot be read, keeps them aside, and resumes from the newest that can."""
+        if resumable.state_note:
+            self._print(f"Note: {resumable.state_note}")
+        reasons = dict(resumable.damaged)
+        for prefix, kept_as in checkpoints.set_aside(resumable):
+            self._print(f"Checkpoint {prefix} cannot be read ({reasons[prefix]}); its files are kept as "
+                        f"{kept_as}.*; resuming from an older one")
+
+    def _last_good_checkpoint(self) -> Optional[str]:
+        """The newest checkpoint the checkpoint state on disk names (a failed write changes neither), or None."""
+        return tf.train.latest_checkpoint(self.manager.directory)
+
     def _check_resume(self):
         saved = checkpoints.read_run_config(self.logdir)
         check_same_model(saved["model"], self.trainer.model.config, f"--logdir {self.logdir}")
@@ -552,6 +576,18 @@ class TrainingRun:
 
     # ----------------------------------------------------------------------- the loop
     def run(self):
+        """The loop, and its end (``_loop``); a failed write stops it with a WriteError saying where to
+        resume, a bad record in streamed data with a DataError naming its file."""
+        try:
+            with self.datasets.reading():
+                self._loop()
+        except errors.WriteError as e:
+            last = self._last_good_checkpoint()
+            raise errors.WriteError(f"{e}. Training stopped at step {self.state.steps_done}; "
+                                    f"{describe_checkpoint(last)}. Make room, then run the same command again to "
+                                    f"{'resume from it' if last else 'start the run'}") from None
+
+    def _loop(self):
         """The loop over chunks of steps: between two chunks, stop, end an epoch or checkpoint."""
         config, plan = self.config, self.plan
         self.start_time = time.time()
@@ -641,9 +677,8 @@ class TrainingRun:
         if run >= limit:
             raise NonFiniteError(
                 f"{run} consecutive steps (--max_nonfinite {limit}) had a non-finite loss or gradients, up to "
-                f"step {last}; stopping. The last good checkpoint is "
-                f"{self.manager.latest_checkpoint or '(none written yet)'}. Try a lower --lr, a longer "
-                "--epochs_warmup, or --flow_coupling 0 (additive).")
+                f"step {last}; stopping: {describe_checkpoint(self._last_good_checkpoint())}. Try a lower --lr, "
+                "a longer --epochs_warmup, or --flow_coupling 0 (additive).")
 
     def _end_of_epoch(self, epoch, step, dtrain, steps_this_epoch):
         """The original's end-of-epoch: train log, test, best checkpoint, samples, then a checkpoint."""
@@ -676,7 +711,7 @@ class TrainingRun:
                 summary_scalar(f"test/{name}", float(results[index]), step)
         msg = ""
         if self.state.improve_best(results[0]):
-            self.best_manager.save(checkpoint_number=step)
+            self._write_checkpoint(self.best_manager, step)
             msg = " *"
         return results, msg
 
@@ -687,14 +722,32 @@ class TrainingRun:
         grids = self.trainer.sample_grids(epoch)
         for index, (temperature, grid) in enumerate(grids):
             raster = sampling.to_raster(grid.reshape((-1,) + grid.shape[2:]), grid.shape[1])  # grid [rows, cols, H, W, C]
-            sampling.save_raster(raster, os.path.join(self.logdir, f"epoch_{epoch}_sample_{index}.png"))
+            try:
+                sampling.save_raster(raster, os.path.join(self.logdir, f"epoch_{epoch}_sample_{index}.png"))
+            except errors.WriteError as e:  # a figure, not the training state: the run goes on
+                logging.warning("%s; training goes on without that sample grid", e)
             with self.writer.as_default():
                 summary_image(f"samples/temperature_{temperature}", raster, step)
 
     def _save(self, step):
         if step != self.last_save_step:
-            self.manager.save(checkpoint_number=step)
+            self._write_checkpoint(self.manager, step)
             self.last_save_step = step
+
+    @staticmethod
+    def _write_checkpoint(manager, step):
+        """``manager``'s checkpoint of ``step``; a failed write leaves nothing of it and raises WriteError.
+
+        The checkpoint state (written last, atomically) then still names the previous checkpoint,
+        which the manager deletes only after a newer one is written whole.
+        """
+        try:
+            manager.save(checkpoint_number=step)
+        except (tf.errors.OpError, OSError) as e:
+            prefix = os.path.join(manager.directory, f"ckpt-{step}")
+            if tf.train.latest_checkpoint(manager.directory) != prefix:
+                checkpoints.remove_partial(prefix)
+            raise errors.WriteError(f"could not write checkpoint {prefix} ({files.write_failure(e, prefix)})") from None
 
     def _finish(self, step):
         """The end of the run: test pass, samples, checkpoint (each unless this step had it), export."""

@@ -4,9 +4,11 @@
 holds the hps, then one record per epoch (per test pass) with epoch, n_processed, n_images,
 [train_time,] loss, bits_x, bits_y, pred_loss, the statistics formatted as the original's
 ``process_results`` ("%.4f" strings). ``train_steps.txt`` (``--log_steps``) has one record per
-step with exact floats. Records are appended with one ``write`` each, so a killed process
-leaves no partial line; on resume a file is rewritten (temp file, then rename) without the
-records written after the checkpoint.
+step with exact floats. Records are appended whole or not at all (``files.append_whole``: a
+failed write is cut back), so a killed process or a full disk leaves no partial line; on resume
+a file is rewritten (temp file, then rename) without the records written after the checkpoint.
+A file that is not such a log (its first line not a JSON object, or a record other than the last
+not JSON) is a RunFileError; a last line cut short (a kill mid-write) is dropped.
 
 Summaries are written with core ``tf.summary.write`` in the formats of TensorBoard's scalars
 and images plugins, so training does not need the tensorboard package (viewing does).
@@ -17,7 +19,8 @@ import os
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
-from glow_tf.files import write_atomic
+from glow_tf.errors import RunFileError
+from glow_tf.files import append_whole, write_atomic
 
 STATS = ("loss", "bits_x", "bits_y", "pred_loss")
 
@@ -46,7 +49,7 @@ class JsonLinesLog:
       path: the file.
       hps: the first line's dict (written only when the file starts).
       keep: on resume, a predicate on the old records: those it rejects (written after the
-        checkpoint resumed from) and a partial last line are dropped; None starts the file anew.
+        checkpoint resumed from) and a last line cut short are dropped; None starts the file anew.
       enabled: False makes ``log`` a no-op (non-chief workers).
     """
 
@@ -56,28 +59,46 @@ class JsonLinesLog:
             return
         lines = [json.dumps(hps)]
         if keep is not None and os.path.exists(path):
-            with open(path) as f:
-                old = f.read().splitlines()
+            old = _read_records(path)
             lines = old[:1] or lines
-            for line in old[1:]:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:  # a line cut short: written after the checkpoint anyway
-                    continue
-                if keep(record):
-                    lines.append(line)
+            lines += [line for line, record in old[1:] if keep(record)]
         text = "".join(line + "\n" for line in lines).encode()
         write_atomic(path, lambda f: f.write(text))
 
     def log(self, *records):
         """Appends each record as one JSON line, all in one write."""
         if self.enabled and records:
-            text = "".join(json.dumps(r) + "\n" for r in records).encode()
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
-            try:
-                os.write(fd, text)
-            finally:
-                os.close(fd)
+            append_whole(self.path, "".join(json.dumps(r) + "\n" for r in records).encode())
+
+
+def _read_records(path):
+    """[first line, (line, record), ...] of a log; RunFileError where it is not one (see the module docstring)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise RunFileError(f"{path}: expected a JSON-lines log glow_tf wrote, could not read it ({e})") from None
+    if not lines:
+        return []
+    if not isinstance(_json_or_none(lines[0]), dict):
+        raise RunFileError(f"{path}: line 1: expected the run's hps as a JSON object, got {lines[0][:80]!r}. Move "
+                           "the file aside to resume without it (a new one is started)")
+    result = [lines[0]]
+    for number, line in enumerate(lines[1:], start=2):
+        record = _json_or_none(line)
+        if isinstance(record, dict):
+            result.append((line, record))
+        elif number < len(lines):  # only the last line can be cut short by a kill
+            raise RunFileError(f"{path}: line {number}: expected a JSON record, got {line[:80]!r}. Remove the "
+                               "line, or move the file aside to resume without it (a new one is started)")
+    return result
+
+
+def _json_or_none(text):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return None
 
 
 def format_results(values):

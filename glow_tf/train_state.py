@@ -62,13 +62,15 @@ class TrainState:
     def restore(self, prefix):
         """Everything from a checkpoint of this run (the resume)."""
         checkpoints.check_layout(prefix)
-        self.checkpoint.restore(prefix).assert_consumed()
+        with checkpoints.reading(prefix):
+            self.checkpoint.restore(prefix).assert_consumed()
 
     def restore_weights(self, prefix):
         """The model, Polyak average and optimiser slots of another run's checkpoint (--restore_path)."""
         checkpoints.check_layout(prefix)
-        tf.train.Checkpoint(model=self.model, **{checkpoints.EMA_KEY: self.ema},
-                            optimizer=self.optimizer).restore(prefix).expect_partial()
+        with checkpoints.reading(prefix):
+            tf.train.Checkpoint(model=self.model, **{checkpoints.EMA_KEY: self.ema},
+                                optimizer=self.optimizer).restore(prefix).expect_partial()
 
     def restore_original(self, prefix) -> str:
         """The weights, optimiser state and Polyak average of an original OpenAI checkpoint

@@ -7,6 +7,7 @@ writes its stdout and stderr to files beside its logdir, and every wait is bound
 """
 import json
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -29,16 +30,20 @@ def train_args(logdir, workers=1, *extra):
     return TINY + ["--logdir", str(logdir), "--n_batch_train", str(GLOBAL_BATCH // workers), "--noexport", *extra]
 
 
-def start(command, output_prefix, env=None):
+def start(command, output_prefix, env=None, file_size_limit=None):
     """Popen of ``command`` (python + args) in the repo, stdout/stderr to OUTPUT_PREFIX.out/.err.
 
     Its TMPDIR is OUTPUT_PREFIX.tmp unless ``env`` gives one: what a killed process leaves there
     (TensorFlow's autograph files, a worker's checkpoint copies) stays in the test's directory.
+    ``file_size_limit``: bytes no file it writes may grow past (RLIMIT_FSIZE, as `ulimit -f`; its
+    stdout and stderr files included).
     """
     env = {"TMPDIR": f"{output_prefix}.tmp", **(env or {})}
     os.makedirs(env["TMPDIR"], exist_ok=True)
     out, err = open(f"{output_prefix}.out", "w"), open(f"{output_prefix}.err", "w")
-    process = subprocess.Popen([sys.executable] + command, cwd=REPO_ROOT, stdout=out, stderr=err,
+    limit = None if file_size_limit is None else (
+        lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit)))
+    process = subprocess.Popen([sys.executable] + command, cwd=REPO_ROOT, stdout=out, stderr=err, preexec_fn=limit,
                                env={**os.environ, **{name: str(value) for name, value in env.items()}})
     process.output_prefix = str(output_prefix)
     return process

@@ -8,7 +8,7 @@ import sys
 import pytest
 from absl import flags
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, build_model, tiny_config, write_run
 from glow_tf import _env, cli
 from glow_tf.cli import train as train_cli
 
@@ -49,6 +49,29 @@ def test_a_bad_command_line_is_one_line_naming_the_flag(argv, message):
     assert str(exit_.value.code) == f"{cli.program_name()}: error: {message}"
 
 
+def test_a_flagfile_that_cannot_be_read_or_has_a_line_that_is_not_a_flag_is_one_line(tmp_path):
+    good, nested, bad = tmp_path / "good.txt", tmp_path / "nested.txt", tmp_path / "bad.txt"
+    good.write_text("# the model\n\n--depth=4\n// and the run\n--log_steps\n")
+    nested.write_text(f"--flagfile={good}\n--width=16\n")
+    bad.write_text("--depth=4\n--width 16\n")
+    flag_values = _flags()
+    cli.parse_flags(["train.py", "--model", "m", "--flagfile", str(nested)], flag_values)
+    assert (flag_values["depth"].value, flag_values["width"].value, flag_values["log_steps"].value) == (4, 16, True)
+    for argv, message in (
+            ([f"--flagfile={bad}"], f"--flagfile {bad}, line 2: expected one flag per line (--name=value or --name), "
+                                    "got '--width 16'"),
+            (["--flagfile", str(tmp_path / "none.txt")], f"--flagfile: expected a readable file of flags, got "
+                                                         f"'{tmp_path / 'none.txt'}' (No such file or directory)"),
+            ([f"-flagfile={tmp_path}"], f"--flagfile: expected a readable file of flags, got '{tmp_path}' (Is a "
+                                        "directory)")):
+        with pytest.raises(SystemExit) as exit_:
+            cli.parse_flags(["train.py", "--model", "m"] + argv, _flags())
+        assert str(exit_.value.code) == f"{cli.program_name()}: error: {message}"
+    (tmp_path / "words.txt").write_text("depth=4\n")
+    with pytest.raises(SystemExit, match=r"words.txt, line 1: expected one flag per line .*got 'depth=4'$"):
+        cli.parse_flags(["train.py", "--model", "m", "--flagfile", str(tmp_path / "words.txt")], _flags())
+
+
 def test_a_missing_required_flag_is_named():
     with pytest.raises(SystemExit, match="error: --model: expected a value \\(the flag is required\\), got none$"):
         cli.parse_flags(["sample.py"], _flags())
@@ -67,6 +90,8 @@ def test_a_program_may_take_positional_arguments_it_knows():
     ([TRAIN_PY, "--log_steps", "1"], "train.py: error: --log_steps: expected no value (a boolean flag: "
                                      "--log_steps, --nolog_steps or --log_steps=false), got '1'"),
     ([SAMPLE_PY, "--model", "m", "--n", "many"], "sample.py: error: --n: expected an integer, got 'many'"),
+    ([TRAIN_PY, "--flagfile", "absent.txt"], "train.py: error: --flagfile: expected a readable file of flags, got "
+                                             "'absent.txt' (No such file or directory)"),
     (["-m", "glow_tf.export", "--out", "o", "--checkpont", "c"],
      "python -m glow_tf.export: error: --checkpont: expected one of the flags --help lists (did you mean "
      "--checkpoint, --openai_checkpoint?), got an unknown flag"),
@@ -74,6 +99,19 @@ def test_a_program_may_take_positional_arguments_it_knows():
 def test_each_program_fails_with_that_one_line_and_no_help(args, message, tmp_path):
     result = subprocess.run([sys.executable, *args], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert (result.returncode, result.stdout, result.stderr) == (1, "", message + "\n")
+
+
+def test_a_logdir_whose_config_json_is_not_json_stops_train_py_with_one_line(tmp_path):
+    logdir = tmp_path / "run"
+    write_run(build_model(tiny_config()), str(logdir))  # a checkpoint to resume from
+    (logdir / "config.json").write_text("{not json")
+    command = [sys.executable, TRAIN_PY, "--problem", "digits", "--logdir", str(logdir), "--n_levels", "2", "--depth",
+               "1", "--width", "8"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"train.py: error: {logdir}/config.json: expected the run's config as JSON, got text that is not (Expecting "
+        "property name enclosed in double quotes at line 1, column 2: '{not json')")
 
 
 @pytest.mark.parametrize("line, level, shown", [

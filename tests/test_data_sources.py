@@ -3,6 +3,8 @@ original's tfrecords, and tfds (mocked: no data set is downloaded)."""
 import gzip
 import logging
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from conftest import REPO_ROOT
 from glow_tf import data
 
 
@@ -325,12 +328,60 @@ def test_tfrecords_faults_name_the_file(tmp_path, fault, message):
 def test_tfrecords_later_bad_record_stops_with_its_file_name(tmp_path):
     good, bad = np.zeros([8, 8, 3], np.uint8), np.zeros([4, 4, 3], np.uint8)
     write_tfrecords(tmp_path, "train", [good], [0], 1, log2_size=3)
-    folder = write_tfrecords(tmp_path, "validation", [good, bad], [0, 0], 1, log2_size=3)
-    ds = data.make_datasets(data.DataConfig(problem="celeba", data_dir=str(tmp_path),
-                                            image_size=8, n_batch_init=1))
-    with pytest.raises(tf.errors.InvalidArgumentError, match="is not 8x8") as error:
-        batches_of(ds.test)
-    assert folder in str(error.value)
+    shard = os.path.join(tmp_path, "validation", "validation-r03-s-0000-of-0001.tfrecords")
+    for images, labels, message in (([good, bad], [0, 0], "expected every record's image 8x8, got one 4x4"),
+                                    ([good, good], [0, 3], r"expected labels in \[0, 1\), got 3")):
+        write_tfrecords(tmp_path, "validation", images, labels, 1, log2_size=3)
+        ds = data.make_datasets(data.DataConfig(problem="celeba", data_dir=str(tmp_path), image_size=8,
+                                                n_batch_init=1))
+        with pytest.raises(data.DataError, match=f"^{shard}: {message}$"):
+            with ds.reading():
+                batches_of(ds.test)
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("cut short", "{shard}: expected whole tfrecords, got a file cut short or damaged: record 8 (from 1) ends at "
+                  "byte {end}, the file has {size} bytes (copy the file again)"),
+    ("a byte flipped", "the original's tfrecords in {root} (train / validation): a file is damaged (corrupted "
+                       "record at 12), and TensorFlow's reader does not say which"),
+])
+def test_a_damaged_tfrecords_shard_is_a_data_error(tmp_path, damage, message):
+    images = np.random.default_rng(3).integers(0, 256, [18, 8, 8, 3], np.uint8)
+    folder = write_tfrecords(tmp_path, "train", images[:16], [0] * 16, 2, log2_size=3)
+    write_tfrecords(tmp_path, "validation", images[16:], [0] * 2, 1, log2_size=3)
+    shard = os.path.join(folder, "train-r03-s-0001-of-0002.tfrecords")
+    size, end = os.path.getsize(shard), os.path.getsize(shard)
+    if damage == "cut short":  # in its last record: the first record, read when the data load, is whole
+        size -= 100
+        os.truncate(shard, size)
+    else:
+        with open(shard, "r+b") as f:
+            f.seek(20)
+            f.write(bytes([f.read(1)[0] ^ 0xFF]))
+    config = data.DataConfig(problem="celeba", data_dir=str(tmp_path), image_size=8, n_batch_train=4,
+                             n_batch_init=2, dal=0)
+    expected = message.format(shard=shard, end=end, size=size, root=tmp_path)
+    with pytest.raises(data.DataError) as error:
+        ds = data.make_datasets(config)  # the first record of the split, then its first batches
+        with ds.reading():
+            batches_of(ds.train, 8)
+    assert str(error.value) == expected
+
+
+def test_a_training_run_that_meets_a_shard_cut_short_stops_with_one_line(tmp_path):
+    images = np.random.default_rng(4).integers(0, 256, [40, 8, 8, 3], np.uint8)
+    folder = write_tfrecords(tmp_path / "data", "train", images[:32], [0] * 32, 2, log2_size=3)
+    write_tfrecords(tmp_path / "data", "validation", images[32:], [0] * 8, 1, log2_size=3)
+    shard = os.path.join(folder, "train-r03-s-0001-of-0002.tfrecords")
+    os.truncate(shard, os.path.getsize(shard) - 100)  # its last record: met in the first epoch, not at load
+    command = [sys.executable, os.path.join(REPO_ROOT, "train.py"), "--problem", "celeba", "--data_dir",
+               str(tmp_path / "data"), "--image_size", "8", "--n_levels", "1", "--depth", "1", "--width", "4",
+               "--n_batch_train", "4", "--n_batch_init", "4", "--n_train", "32", "--epochs_warmup", "0",
+               "--nojit_compile", "--noexport", "--logdir", str(tmp_path / "run")]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        f"train.py: error: {shard}: expected whole tfrecords, got a file cut short or damaged: record 16 (from 1) ")
 
 
 # --- tfds (mocked) ----------------------------------------------------------------------------

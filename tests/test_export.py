@@ -1,4 +1,5 @@
 """SavedModel export: signatures, numbers equal to the live model, loading without glow_tf."""
+import errno
 import fcntl
 import json
 import os
@@ -16,7 +17,7 @@ import tensorflow as tf
 
 from conftest import (REPO_ROOT, build_model, perturb, random_images, random_labels, tiny_config, tiny_digits,
                       write_run)
-from glow_tf import checkpoints, export, optim, train_lib
+from glow_tf import checkpoints, errors, export, optim, train_lib
 
 SEED = 7
 BATCHES = (1, 37)
@@ -170,7 +171,7 @@ def test_saved_model_cli_lists_the_signatures(exported):
     assert blocks["sample"] == ({"temperature", "y"}, {"image"})
     assert blocks["serving_default"] == blocks["sample"]
     assert blocks["bits_per_dim"] == ({"x", "y"}, {"bits_per_dim"})
-    assert re.search(r"inputs\['x'\] tensor_info:\s+dtype: DT_UINT8\s+shape: \(-1, 8, 8, 3\)", result.stdout)
+    assert re.search(r"inputs\['x'\] tensor_info:\s+dtype: DT_UINT8\s+shape: \(-1, -1, -1, -1\)", result.stdout)
     assert re.search(r"inputs\['temperature'\] tensor_info:\s+dtype: DT_FLOAT\s+shape: \(-1\)", result.stdout)
 
 
@@ -183,7 +184,7 @@ def test_unconditional_signatures_have_no_labels_or_logits(exported):
     assert set(encode.structured_outputs) == {"eps_0", "eps_1", "bits_per_dim"}
 
 
-def test_labels_are_checked_at_run_time(exported):
+def test_labels_and_shapes_are_checked_at_run_time_naming_what_was_expected(exported):
     _, path = exported["ycond"]
     loaded = tf.saved_model.load(path)  # kept: its variables die with it
     sample = loaded.signatures["sample"]
@@ -191,6 +192,19 @@ def test_labels_are_checked_at_run_time(exported):
         sample(temperature=tf.ones([2]), y=tf.constant([0, 3]))
     with pytest.raises(tf.errors.InvalidArgumentError, match="one label per example"):
         sample(temperature=tf.ones([2]), y=tf.constant([0]))
+    y = tf.constant([0, 1])
+    for call, message in (
+            (lambda: loaded.signatures["encode"](x=tf.zeros([2, 16, 16, 3], tf.uint8), y=y),
+             r"\[x: expected shape \[N, 8, 8, 3\], got\] \[2 16 16 3\]"),
+            (lambda: loaded.signatures["bits_per_dim"](x=tf.zeros([2, 8, 8, 1], tf.uint8), y=y),
+             r"\[x: expected shape \[N, 8, 8, 3\], got\] \[2 8 8 1\]"),
+            (lambda: loaded.signatures["decode"](eps_0=tf.zeros([2, 4, 4, 6]), eps_1=tf.zeros([2, 4, 4, 6]), y=y),
+             r"\[eps_1: expected shape \[N, 2, 2, 24\], got\] \[2 4 4 6\]"),
+            (lambda: loaded.log_prob(tf.zeros([2, 16, 16, 3]), y=y), r"\[x: expected shape \[N, 8, 8, 3\], got\]")):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            call()
+    with pytest.raises(tf.errors.InvalidArgumentError, match="expected to be a uint8 tensor but is a float tensor"):
+        loaded.signatures["encode"](x=tf.zeros([2, 8, 8, 3], tf.float32), y=y)  # TensorFlow's own check
 
 
 def test_existing_target_needs_overwrite_and_is_replaced_whole(exported, tmp_path):
@@ -206,15 +220,20 @@ def test_existing_target_needs_overwrite_and_is_replaced_whole(exported, tmp_pat
     assert os.listdir(tmp_path) == ["model"]  # no staging or old copies left beside it
 
 
-def test_failed_save_leaves_nothing(exported, tmp_path, monkeypatch):
+@pytest.mark.parametrize("error, raised, message", [
+    (RuntimeError("disk full"), RuntimeError, "disk full"),
+    (OSError(errno.ENOSPC, "No space left on device"), errors.WriteError,
+     r"^could not write the SavedModel .*model \(No space left on device; .* free on its disk"),
+])
+def test_failed_save_leaves_nothing(exported, tmp_path, monkeypatch, error, raised, message):
     model, _ = exported["uncond"]
 
     def crash(module, path, signatures, options):
         open(os.path.join(path, "saved_model.pb"), "w").close()
-        raise RuntimeError("disk full")
+        raise error
 
     monkeypatch.setattr(tf.saved_model, "save", crash)
-    with pytest.raises(RuntimeError, match="disk full"):
+    with pytest.raises(raised, match=message):
         export.export_saved_model(model, tmp_path / "model")
     assert os.listdir(tmp_path) == []
 

@@ -7,15 +7,14 @@ and started again resume exactly; a worker that is killed, or alive but stalled 
 """
 import os
 import signal
-import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from glow_tf import preemption
-from processes import (STEPS, TRAIN, TRAIN_WITH_FAULTS, finish, output, records, start_workers, step_losses,
-                       wait_for_steps)
+from processes import (STEPS, TIMEOUT, TRAIN, TRAIN_WITH_FAULTS, finish, output, records, start_workers,
+                       step_losses, wait_for_steps)
 
 # One pytest-xdist worker runs the tests that share the session fixture one_process_run (computed once).
 pytestmark = pytest.mark.xdist_group("one_process_run")
@@ -37,7 +36,8 @@ def test_preempted_killed_and_resumed_workers_equal_one_process(one_process_run,
        removed at exit;
     2. worker 1 with its own --logdir again: it would start afresh while the chief resumes, so
        both stop with status 1, saying why;
-    3. the same command (one --logdir for both): resumes from step 3; both SIGKILLed after step 5;
+    3. the same command (one --logdir for both): resumes from step 3; both pause after step 5 (so that
+       neither gets further, whatever the test's own delays) and are SIGKILLed there;
     4. the same command, with --export: resumes from epoch 1's checkpoint (step 4) and finishes.
 
     Launch 4 recomputes launch 3's steps 4 and 5 bit for bit; the 8 steps and the final weights
@@ -65,12 +65,14 @@ def test_preempted_killed_and_resumed_workers_equal_one_process(one_process_run,
     # Launches 2 and 3 at once (launch 2 stops before it writes anything).
     mismatched = start_workers([logdir, worker_logdir], env=[{}, {"TMPDIR": worker_tmp["2"]}],
                                output_dir=tmp_path / "2")
-    processes = start_workers([logdir, logdir], env=[{}, {"TMPDIR": worker_tmp["3"]}], output_dir=tmp_path / "3")
+    pause = {"GLOW_TEST_PAUSE_AFTER_STEP": "5"}
+    processes = start_workers([logdir, logdir], env=[pause, {"TMPDIR": worker_tmp["3"], **pause}],
+                              scripts=[TRAIN_WITH_FAULTS] * 2, output_dir=tmp_path / "3")
     for code, _, err in [finish(p) for p in mismatched]:
         assert code == 1 and "--logdir: expected every worker to start at the same step, got steps [0, 3]" in err, err
     assert not worker_logdir.exists() and list(worker_tmp["2"].iterdir()) == []
 
-    wait_for_steps(logdir, 6, processes)  # steps 0..5: mid epoch 2
+    wait_for_steps(logdir, 6, processes)  # steps 0..5: mid epoch 2, where the chief now sleeps
     for process in processes:
         process.send_signal(signal.SIGKILL)
     assert [finish(process)[0] for process in processes] == [-signal.SIGKILL] * 2
@@ -86,7 +88,7 @@ def test_preempted_killed_and_resumed_workers_equal_one_process(one_process_run,
     assert "ckpt-4: step 4" in results[0][1]
     steps = records(logdir / "train_steps.txt")
     assert [r["step"] for r in steps] == list(range(STEPS))  # launch 3's steps after 3 dropped
-    assert steps[4:len(killed)] == killed[4:] and len(killed) >= 6  # resumed: the same numbers, bit for bit
+    assert steps[4:6] == killed[4:] and len(killed) == 6  # resumed: the same numbers, bit for bit
     for name in ("epoch_1_sample_0.png", "model_best_loss", "saved_model/saved_model.pb"):
         assert (logdir / name).exists(), name
     assert list(worker_tmp["4"].iterdir()) == []  # (SIGKILL in launch 3 left its files in worker_tmp["3"])
@@ -108,24 +110,31 @@ def assert_one_line_failure(code, err, expected):
     assert expected in last and "start every worker again with the same command" in last, last
 
 
+# How long the surviving worker may take to stop after its peer is SIGKILLed: TensorFlow's heartbeats
+# notice within about 15 s here (README, "Failures"); 8 times that for a loaded machine.
+FAILURE_BOUND = 120
+
+
 def test_a_killed_or_stalled_worker_ends_the_other_with_one_line(tmp_path):
-    """Worker 1 SIGKILLed after step 2, or alive but stalled before the workers' first collective
-    (--collective_timeout 5 fires): worker 0 stops within a bound, with status 1 and one line."""
+    """Worker 1 paused after step 2 and SIGKILLed there, or alive but stalled before the workers'
+    first collective (--collective_timeout 5 fires): worker 0 stops within a bound, with status 1
+    and one line."""
     for name in ("killed", "stalled"):
         os.makedirs(tmp_path / name)
-    killed = start_workers([tmp_path / "killed" / "run"] * 2, output_dir=tmp_path / "killed")
+    killed = start_workers([tmp_path / "killed" / "run"] * 2, env=[{}, {"GLOW_TEST_PAUSE_AFTER_STEP": "2"}],
+                           scripts=[TRAIN, TRAIN_WITH_FAULTS], output_dir=tmp_path / "killed")
     stalled = start_workers([tmp_path / "stalled" / "run"] * 2, extra=["--collective_timeout", "5"],
                             env=[{}, {"GLOW_TEST_STALL_AT_START": "1"}], scripts=[TRAIN, TRAIN_WITH_FAULTS],
                             output_dir=tmp_path / "stalled")
     try:
-        wait_for_steps(tmp_path / "killed" / "run", 3, killed)
+        wait_for_steps(tmp_path / "killed" / "run", 3, killed)  # worker 0 cannot finish step 3 without worker 1
         killed[1].send_signal(signal.SIGKILL)
-        start = time.time()
-        code, _, err = finish(killed[0], timeout=120)
+        code, _, err = finish(killed[0], timeout=FAILURE_BOUND)
         assert_one_line_failure(code, err, "checkpoint")
-        assert time.time() - start < 90
 
-        code, _, err = finish(stalled[0], timeout=120)  # bounded: 5 s timeout, 120 s at most
+        # Bounded by the whole run's TIMEOUT: when worker 0 reaches the collective that times out
+        # after 5 s depends on how fast its set-up went beside the other processes.
+        code, _, err = finish(stalled[0], timeout=TIMEOUT)
         if code == -signal.SIGSEGV:
             # TensorFlow 2.21 itself sometimes crashes while aborting a timed-out collective (seen
             # once in about six full runs, under load): the run still ends within the bound, but

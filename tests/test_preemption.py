@@ -34,8 +34,8 @@ def without_times(path):
 def test_sigterm_at_a_random_step_and_during_a_checkpoint_write_then_resume_exactly(one_process_run, tmp_path):
     """Run 1 gets SIGTERM right after a random step k: it writes step k + 1's checkpoint and exits
     with status 42. The same command resumes (run 2). Run 2's write of ckpt-8 (epoch 2's) pauses
-    after its files are written, before the checkpoint state names it, and SIGTERM comes in that
-    window: the write finishes, the run stops at the next boundary (the end, so no final test pass,
+    after its files are written, before the checkpoint state names it, until SIGTERM comes (sent
+    by the test once it has seen the pause begin): the write finishes, the run stops at the next boundary (the end, so no final test pass,
     sample grids or export) with status 42, and that checkpoint and the previous ones load.
     The steps, epoch logs and weights are the uninterrupted run's, bit for bit."""
     sigterm_after = random.randrange(STEPS - 2)  # 0..5: run 1 stops before epoch 2's checkpoint
@@ -49,7 +49,7 @@ def test_sigterm_at_a_random_step_and_during_a_checkpoint_write_then_resume_exac
     assert tf.train.latest_checkpoint(str(logdir / "checkpoints")).endswith(f"ckpt-{sigterm_after + 1}")
 
     run2 = start([TRAIN_WITH_FAULTS] + train_args(logdir), tmp_path / "run2",
-                 {"GLOW_TEST_SLOW_SAVE": STEPS, "GLOW_TEST_SLOW_SAVE_MARKER": marker})
+                 {"GLOW_TEST_SAVE_WAITS_FOR_SIGTERM": STEPS, "GLOW_TEST_SAVE_MARKER": marker})
     deadline = time.time() + TIMEOUT
     while not marker.exists():
         assert run2.poll() is None and time.time() < deadline, "no write of ckpt-8 seen: " + output(run2, "err")

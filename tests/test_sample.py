@@ -7,10 +7,11 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image, ImageFont
 
 from conftest import REPO_ROOT, build_model, random_images, tiny_config, write_run
-from glow_tf import export, sampling
+from glow_tf import data, errors, export, sampling
 
 SAMPLE_PY = os.path.join(REPO_ROOT, "sample.py")
 # 8x8 RGB, 8 bits: reconstructions must give back the input pixels themselves.
@@ -115,8 +116,10 @@ def test_bad_image_paths_give_clear_errors(saved_model, tmp_path):
     assert result.returncode != 0
     assert str(bad) in result.stderr and "expected an image file" in result.stderr, result.stderr[-3000:]
     assert "Traceback" not in result.stderr and not os.path.exists(tmp_path / "r.png")
-    with pytest.raises(ValueError, match="missing.png.*no such file"):
+    with pytest.raises(data.DataError, match="missing.png.*no such file"):
         sampling.read_image(tmp_path / "missing.png", (8, 8, 3))
+    with pytest.raises(data.DataError, match=r"expected an image file PIL can read, got: \[Errno 21\] Is a directory"):
+        sampling.read_image(tmp_path, (8, 8, 3))
 
 
 def test_checkpoint_directory_as_model(tmp_path):
@@ -129,9 +132,32 @@ def test_checkpoint_directory_as_model(tmp_path):
     assert tiles.std() > 10 and not np.array_equal(tiles[0, 0], tiles[1, 1])
 
 
-def test_missing_model_gives_a_clear_error(tmp_path):
-    with pytest.raises(ValueError, match="SavedModel directory.*missing path"):
+def test_a_path_that_holds_no_glow_tf_model_is_a_clear_error(tmp_path):
+    with pytest.raises(errors.ModelError, match="SavedModel directory.*missing path"):
         sampling.load_model(tmp_path / "nothing")
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / "saved_model.pb").write_bytes(b"not a protocol buffer")
+    with pytest.raises(errors.ModelError, match=r"^model: expected a SavedModel written by glow_tf .*, got "
+                                                r"'.*damaged', which cannot be loaded \(Cannot parse file"):
+        sampling.load_model(tmp_path / "damaged")
+
+    class NotGlow(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+        def double(self, x):
+            return 2 * x
+
+    tf.saved_model.save(NotGlow(), str(tmp_path / "other"))
+    with pytest.raises(errors.ModelError, match=r"got '.*other', a SavedModel without config_json, reseed, "
+                                                r"model_variables, signature 'encode', signature 'decode'"):
+        sampling.load_model(tmp_path / "other")
+    (tmp_path / "notes.txt").write_text("not a model")
+    with pytest.raises(errors.CheckpointError, match=r"got '.*notes.txt', a file that is not a checkpoint"):
+        sampling.load_model(tmp_path / "notes.txt")
+    result = _run_sample_py("--model", str(tmp_path / "damaged"), cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        f"sample.py: error: model: expected a SavedModel written by glow_tf (glow-export, or a training run's "
+        f"saved_model/), got '{tmp_path / 'damaged'}', which cannot be loaded (Cannot parse file")
 
 
 # ---------------------------------------------------------------------------- library

@@ -13,7 +13,7 @@ from absl import flags
 from PIL import Image
 
 from conftest import REPO_ROOT, TINY_DIGITS, read_json_lines, tiny_digits  # test_seeds.py imports tiny_digits from here
-from glow_tf import checkpoints, data, inference, train_config, train_lib
+from glow_tf import checkpoints, data, errors, inference, train_config, train_lib, train_logs
 from glow_tf.cli import train as train_cli
 from glow_tf.train_config import TrainConfig
 
@@ -57,10 +57,17 @@ def test_flags_are_the_originals_with_their_defaults_and_documented():
     (dict(cpu_replicas=2), "--cpu_replicas"), (dict(weight_decay=0.0), "--weight_decay"),
     (dict(flow_permutation=4), "--flow_permutation"), (dict(max_time=-1.0), "--max_time"),
     (dict(n_batch_test=0), "--n_batch_test"), (dict(gradient_checkpointing=2), "--gradient_checkpointing"),
+    (dict(keep_checkpoints=1), "--keep_checkpoints"),
 ])
 def test_invalid_flags_are_clear_errors(changes, flag):
     with pytest.raises(ValueError, match=flag + ": expected"):
         TrainConfig.from_flags(changes)
+
+
+def test_at_least_two_checkpoints_are_kept():
+    with pytest.raises(ValueError, match=r"^--keep_checkpoints: expected an int >= 2 \(an unreadable newest checkpoint "
+                                         r"then leaves an older one to resume from\), got 1$"):
+        TrainConfig.from_flags(keep_checkpoints=1)
 
 
 def test_a_batch_that_vanishes_at_the_anchor_resolution_is_an_error():
@@ -168,6 +175,18 @@ def test_restoring_with_other_model_flags_names_them(mnist_run, tmp_path):
                                                           restore_path=mnist_run.logdir))
 
 
+def test_a_restore_path_that_is_no_usable_checkpoint_is_a_checkpoint_error(mnist_run, tmp_path):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(mnist_run.logdir, damaged)
+    prefix = tf.train.latest_checkpoint(str(damaged / checkpoints.CHECKPOINTS_DIR))
+    os.truncate(prefix + ".index", 10)
+    (tmp_path / "notes.txt").write_text("not a checkpoint")
+    for path, message in ((damaged, f"{prefix}: the checkpoint cannot be read \\(file is too short to be an sstable\\)"),
+                          (tmp_path / "notes.txt", "notes.txt', a file that is not a checkpoint")):
+        with pytest.raises(errors.CheckpointError, match=message):
+            train_lib.train_and_evaluate(mnist_run.with_flags(logdir=str(tmp_path / "run"), restore_path=str(path)))
+
+
 def test_restore_path_starts_a_new_run_from_the_weights(mnist_run, tmp_path):
     config = mnist_run.with_flags(logdir=str(tmp_path), restore_path=mnist_run.logdir, max_steps=1,
                                   epochs_full_valid=50)
@@ -239,6 +258,32 @@ def test_consecutive_nonfinite_steps_stop_the_run_and_keep_the_last_good_checkpo
     assert tf.train.get_checkpoint_state(ckpt_dir).all_model_checkpoint_paths[-1].endswith("ckpt-4")
     model = checkpoints.restore_model(str(tmp_path))
     assert all(np.isfinite(v.numpy()).all() for v in model.trainable_variables)
+
+
+# ------------------------------------------------------------------------ failed writes
+def test_a_failed_log_write_stops_the_run_at_its_last_checkpoint_and_the_same_config_resumes(tmp_path, monkeypatch):
+    """The write of step 5's record fails (as on a full disk: ``append_whole`` raises after cutting
+    the file back; tested under a real limit in test_files.py): the run stops with the WriteError
+    naming the file and ckpt-4; the same config then resumes and logs every step once."""
+    append_whole = train_logs.append_whole
+
+    def full_disk_at_step_5(path, data):
+        if b'"step": 5,' in data:
+            raise errors.WriteError(f"could not write {path} (No space left on device)")
+        append_whole(path, data)
+
+    monkeypatch.setattr(train_logs, "append_whole", full_disk_at_step_5)
+    config = tiny_digits(tmp_path, max_steps=6)
+    with pytest.raises(errors.WriteError) as error:
+        train_lib.train_and_evaluate(config)
+    ckpt_4 = os.path.join(str(tmp_path), checkpoints.CHECKPOINTS_DIR, "ckpt-4")
+    assert str(error.value) == (
+        f"could not write {tmp_path}/train_steps.txt (No space left on device). Training stopped at step 6; the last "
+        f"good checkpoint is {ckpt_4} (step 4). Make room, then run the same command again to resume from it")
+    monkeypatch.undo()
+    train_lib.train_and_evaluate(config)
+    _, steps = read_json_lines(os.path.join(str(tmp_path), "train_steps.txt"))
+    assert [r["step"] for r in steps] == list(range(6))
 
 
 # ------------------------------------------------------------------------------- XLA

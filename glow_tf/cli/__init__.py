@@ -10,9 +10,12 @@ shows that). For example, with glow-train:
     --log_step        glow-train: error: --log_step: expected one of the flags --help lists (did you
                       mean --log_steps?), got an unknown flag
     x                 glow-train: error: expected only flags (--name value or --name=value), got the argument 'x'
+    --flagfile f      glow-train: error: --flagfile f, line 3: expected one flag per line (--name=value or
+                      --name), got '--depth 4'   (or: expected a readable file of flags, got 'f' (No such file ...))
 
-A ValueError out of a program (a bad flag combination, unreadable data: its message says what
-was expected) ends it the same way, without a traceback. absl's INFO log lines (TensorFlow's
+A ValueError out of a program (a bad flag combination, unreadable data, a damaged checkpoint:
+its message says what was expected) or a failed write (``glow_tf.errors.WriteError``: a full
+disk, its message says what is intact) ends it the same way, without a traceback. absl's INFO log lines (TensorFlow's
 about every checkpoint written, every SavedModel variable) are hidden unless --verbosity is given.
 """
 import difflib
@@ -21,6 +24,8 @@ import re
 import sys
 
 from absl import app, flags, logging
+
+from glow_tf.errors import WriteError
 
 # absl's messages for a value it could not parse or validate, and for a flag given no value.
 _BAD_VALUE = re.compile(r"flag --(?P<name>[^=\s]+)=(?P<value>.*?): ")
@@ -95,6 +100,43 @@ def stray_argument_message(argument, argv, flag_values) -> str:
     return f"expected only flags (--name value or --name=value), got the argument {argument!r}"
 
 
+def _flagfile_paths(argv):
+    """The files of the --flagfile arguments in ``argv`` ('--flagfile F', '--flagfile=F', one dash too)."""
+    paths, args = [], iter(argv[1:])
+    for arg in args:
+        if arg == "--":
+            break
+        name, equals, value = arg.partition("=")
+        if name in ("--flagfile", "-flagfile"):
+            paths.append(value if equals else next(args, ""))
+    return paths
+
+
+def _check_flagfile(path, reading=()):
+    """A one-line error (SystemExit) unless ``path`` can be read and each of its lines is one flag.
+
+    The rules are absl's: blank lines and lines starting with '#' or '//' are skipped, a line is
+    one argument (so '--depth 4' is the unknown flag 'depth 4'), '--flagfile=F' includes F.
+    ``reading``: the files that include this one (an inclusion loop is absl's to report).
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise error(f"--flagfile: expected a readable file of flags, got {path!r} "
+                    f"({getattr(e, 'strerror', None) or e})") from None
+    for number, line in enumerate((line.strip() for line in lines), start=1):
+        if not line or line.startswith(("#", "//")):
+            continue
+        name, equals, value = line.partition("=")
+        if name in ("--flagfile", "-flagfile") and equals:
+            if value not in reading:
+                _check_flagfile(value, reading + (path,))
+        elif not line.startswith("-") or any(c.isspace() for c in name):
+            raise error(f"--flagfile {path}, line {number}: expected one flag per line (--name=value or --name), "
+                        f"got {line!r}")
+
+
 def parse_flags(argv, flag_values=flags.FLAGS, expand_argv=None, take_arguments=None):
     """Parses ``argv`` into ``flag_values``; [program] on success, else SystemExit with one line.
 
@@ -104,6 +146,8 @@ def parse_flags(argv, flag_values=flags.FLAGS, expand_argv=None, take_arguments=
       take_arguments: [positional arguments] -> those the program does not take (glow-sample
         takes the second image of '--interpolate A B'); by default it takes none.
     """
+    for path in _flagfile_paths(argv):
+        _check_flagfile(path)
     try:
         argv = expand_argv(argv) if expand_argv else argv
         arguments = flag_values(argv)[1:]
@@ -132,7 +176,7 @@ def run(main, expand_argv=None, take_arguments=None):
             logging.set_verbosity(logging.WARNING)
         try:
             main()
-        except ValueError as e:
+        except (ValueError, WriteError) as e:
             raise error(e) from None
 
     app.run(absl_main, flags_parser=lambda argv: parse_flags(argv, flags.FLAGS, expand_argv, take_arguments))

@@ -84,7 +84,8 @@ def _manipulation_figure(served, image):
     def compute():
         datasets = data.make_datasets(config)
         logging.info("computing class mean latents over %d images of %s", datasets.info.n_test, FLAGS.problem)
-        return sampling.class_mean_latents(served, datasets.test, datasets.info.n_y)
+        with datasets.reading():
+            return sampling.class_mean_latents(served, datasets.test, datasets.info.n_y)
 
     key = {"problem": FLAGS.problem, "data_dir": FLAGS.data_dir, "images": FLAGS.attribute_images}
     means, counts = sampling.cached_class_means(served, cache, key, compute)

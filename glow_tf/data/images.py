@@ -11,6 +11,8 @@ Rules:
 import numpy as np
 import tensorflow as tf
 
+from glow_tf.data.errors import checked
+
 
 def reduce_bits(x_uint8, n_bits_x: int):
     """The original's bit reduction: floor(x / 2**(8 - n_bits_x)), values in [0, 2**n_bits_x).
@@ -47,14 +49,13 @@ def area_downsample(x, size: int):
 def to_rgb(image, where="image"):
     """[H, W, C] -> [H, W, 3] by the channel rule; C may be unknown until run time.
 
-    ``where`` (a string or string tensor, e.g. the file name) prefixes the error message.
+    ``where`` (a string or string tensor, e.g. the file name) prefixes the error message (a
+    DataError through ``errors.reading``).
     """
     channels = tf.shape(image)[-1]
-    valid = tf.debugging.Assert(
-        tf.reduce_any(tf.equal(channels, [1, 3, 4])),
-        [where, "expected 1 (grayscale), 3 (RGB) or 4 (RGBA) channels, got", channels])
-    with tf.control_dependencies([valid]):
-        rgb = tf.where(tf.equal(channels, 1), tf.zeros([3], tf.int32), tf.range(3))
+    rgb = tf.where(tf.equal(channels, 1), tf.zeros([3], tf.int32), tf.range(3))
+    rgb = checked(rgb, tf.reduce_any(tf.equal(channels, [1, 3, 4])), where,
+                  ["expected 1 (grayscale), 3 (RGB) or 4 (RGBA) channels, got", channels])
     return tf.gather(image, rgb, axis=-1)  # [H, W, 3]
 
 

@@ -15,9 +15,13 @@ n_batch_test (the last one may be smaller), never augmented.
 
 Init batch: the first n_batch_init examples of the training stream (same order, same
 augmentation as ``train`` starts with), as numpy.
+
+Streamed data meet a bad record only when the pipeline reaches it: iterate ``train`` and
+``test`` within ``Datasets.reading()``, which makes that a DataError naming the file.
 """
 import dataclasses
-from typing import Tuple
+import functools
+from typing import Callable, ContextManager, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -26,6 +30,7 @@ from absl import logging
 from glow_tf.data import augment
 from glow_tf.data import images as image_ops
 from glow_tf.data.config import DEFAULT_EPOCH_SIZE, DataConfig
+from glow_tf.data import errors
 from glow_tf.data.errors import DataError
 from glow_tf.data.source import ArraySplit, Source
 from glow_tf.data.problems import load_source
@@ -61,11 +66,13 @@ class DatasetInfo:
 
 @dataclasses.dataclass(frozen=True)
 class Datasets:
-    """train: endless batches; test: one pass; init_batch: (x, y) numpy; info: DatasetInfo."""
+    """train: endless batches; test: one pass; init_batch: (x, y) numpy; info: DatasetInfo;
+    reading: ``with datasets.reading():`` around iterating train or test (module docstring)."""
     train: tf.data.Dataset
     test: tf.data.Dataset
     init_batch: Tuple[np.ndarray, np.ndarray]
     info: DatasetInfo
+    reading: Callable[[], ContextManager]
 
 
 def make_datasets(config: DataConfig) -> Datasets:
@@ -83,11 +90,13 @@ def make_datasets(config: DataConfig) -> Datasets:
     info = DatasetInfo(problem=config.problem, image_size=image_size, n_channels=N_CHANNELS,
                        n_y=source.n_y, n_train=_resolve_n_train(config, source.train.num_examples),
                        n_test=n_test, source=source.description)
-    init_x, init_y = next(iter(_train_batches(source, config, config.n_batch_init)))
+    reading = functools.partial(errors.reading, source.description, source.find_damage)
+    with reading():
+        init_x, init_y = next(iter(_train_batches(source, config, config.n_batch_init)))
     logging.info("data: %s", info)
     return Datasets(train=_train_batches(source, config, config.n_batch_train),
                     test=_test_batches(source, config, n_test),
-                    init_batch=(init_x.numpy(), init_y.numpy()), info=info)
+                    init_batch=(init_x.numpy(), init_y.numpy()), info=info, reading=reading)
 
 
 def _resolve_n_train(config: DataConfig, available):

@@ -57,12 +57,15 @@ class Source:
       n_y: number of classes; every label is in [0, n_y).
       image_size: the size S of the split's images (before any area-downsampling).
       description: one line saying where the data came from and how it was split.
+      find_damage: for streamed files, ``find_damage()`` -> a message naming a file that is cut
+        short, or None; called when TensorFlow's reader fails on a damaged file without naming it.
     """
     train: Split
     test: Split
     n_y: int
     image_size: int
     description: str
+    find_damage: Optional[Callable[[], Optional[str]]] = None
 
 
 def check_labels(labels: np.ndarray, n_y: int, where: str) -> np.ndarray:
