@@ -55,7 +55,12 @@ def perturb(variables, scale=0.05, seed=0):
 
 
 def build_model(config, perturb_scale=0.05, seed=0, n_init=8):
-    """A Glow with data-dependent init on random images, then weights perturbed."""
+    """A Glow with data-dependent init on random images, then weights perturbed.
+
+    TensorFlow's global seed is set first, so the initial weights do not depend on what ran
+    before (which tests a pytest-xdist worker ran first varies from run to run).
+    """
+    tf.random.set_seed(seed)
     model = glow_tf.Glow(config)
     y = random_labels(config, n_init, seed) if config.ycond else None
     model.initialize(random_images(config, n_init, seed), y)
