@@ -1,81 +1,139 @@
-"""Training-step throughput of glow_tf vs tfp.bijectors.Glow on the same work, in one run.
+"""Training-step throughput of glow_tf in each precision and engine vs tfp.bijectors.Glow, in one run,
+as fractions of this machine's measured limit.
 
-The step is forward + backward + the original's Adamax update and Polyak average, compiled
-with ``tf.function(jit_compile=True)``; the two models are described in workloads.py. For
-every batch size: compile time (first call minus a steady-state call), then ``--rounds``
-rounds that time ``--calls`` steps of each implementation in turn (order alternating), so a
-burst of load from other processes hits both alike; figures are medians over all timed steps.
+The step is forward + backward + the original's Adamax update and Polyak average (workloads.py
+describes the two models). Each implementation runs in every mode it has:
+
+    glow_tf  float32 / mixed_bfloat16  x  XLA (the whole step compiled: ``jit_compile``) /
+                                          TensorFlow graph (oneDNN's kernels on CPU)
+    tfp      float32                   x  XLA / TensorFlow graph (its layers take no Keras policy)
+
+For every batch size: compile time (first call minus a steady-state call), then ``--rounds``
+rounds that time ``--calls`` steps of every mode in turn (order reversed every other round), so
+a burst of load from other processes hits all alike; figures are medians over all timed steps.
 
 GFLOP/s counts the convolutions analytically (workloads.conv_flops_per_image; forward +
-backward = 3 x forward) and is compared with this machine's fp32 matmul rate measured in the
-same run (best 2048 x 2048 matmul under XLA, before and after the timings).
+backward = 3 x forward). The machine's limit is the largest 2048 x 2048 matmul rate measured in
+the same run, before and after the timings, over float32 / bfloat16 x XLA / TensorFlow's own
+kernel (oneDNN): every row is printed as a fraction of it.
 
-    python -m benchmarks.bench_train [--batches 16 32 64] [--rounds 5] [--calls 2]   # from the repository root
+    python -m benchmarks.bench_train [--batches 16 32 64] [--rounds 5] [--calls 2] [--quick]
 """
 import argparse
+import itertools
 
-from benchmarks import harness, workloads  # before TensorFlow: they import glow_tf, which sets its environment
+from benchmarks import harness, workloads  # before TensorFlow: they import glow_tf
 import tensorflow as tf
 
-IMPLEMENTATIONS = {"glow_tf": workloads.glow_tf_train_step, "tfp": workloads.tfp_train_step}
+PRECISIONS = ("float32", "mixed_bfloat16")
+ENGINES = {"XLA": True, "graph": False}  # name -> jit_compile
+# (implementation, precision, engine) of every timed mode.
+MODES = ([("glow_tf", precision, engine) for precision, engine in itertools.product(PRECISIONS, ENGINES)]
+         + [("tfp", "float32", engine) for engine in ENGINES])
+TODAY = ("glow_tf", "float32", "XLA")  # the default before the graph engine and mixed precision
 
 
-def bench_batch(batch, rounds, calls):
+def mode_name(mode):
+    return " ".join(mode)
+
+
+def make_step(mode, batch):
+    implementation, precision, engine = mode
+    if implementation == "glow_tf":
+        return workloads.glow_tf_train_step(batch, precision=precision, jit_compile=ENGINES[engine])
+    return workloads.tfp_train_step(batch, jit_compile=ENGINES[engine])
+
+
+def bench_batch(batch, modes, rounds, calls):
     x = tf.constant(workloads.images(batch))
-    steps = {name: make(batch) for name, make in IMPLEMENTATIONS.items()}
-    compile_s = {name: harness.compile_seconds(step, x) for name, step in steps.items()}
-    times = harness.interleaved(steps, {name: (x,) for name in steps}, rounds, calls)
+    steps = {mode: make_step(mode, batch) for mode in modes}
+    compile_s = {mode: harness.compile_seconds(step, x) for mode, step in steps.items()}
+    times = harness.interleaved(steps, {mode: (x,) for mode in steps}, rounds, calls)
     flops = workloads.conv_flops_per_image() * workloads.TRAIN_FLOPS_FACTOR * batch
     result = {}
-    for name in steps:
-        wall = harness.summary(times[name]["wall"])
-        result[name] = {"compile_seconds": compile_s[name], "step_seconds": wall,
-                        "cpu_seconds_per_step": harness.summary(times[name]["cpu"])["median"],
+    for mode in steps:
+        wall = harness.summary(times[mode]["wall"])
+        result[mode] = {"compile_seconds": compile_s[mode], "step_seconds": wall,
+                        "cpu_seconds_per_step": harness.summary(times[mode]["cpu"])["median"],
                         "images_per_second": batch / wall["median"],
                         "gflops_per_second": flops / wall["median"] / 1e9}
-    result["speedup"] = result["glow_tf"]["images_per_second"] / result["tfp"]["images_per_second"]
     return result
 
 
-def main():
+def fastest(result, implementation, precision):
+    """The fastest mode of ``implementation`` in ``precision`` among those measured."""
+    candidates = [mode for mode in result if mode[:2] == (implementation, precision)]
+    return max(candidates, key=lambda mode: result[mode]["images_per_second"])
+
+
+def peaks():
+    """{(dtype name, engine): GFLOP/s} of the 2048 x 2048 matmul."""
+    return {(dtype.name, engine): harness.matmul_peak_gflops(dtype=dtype, jit_compile=jit)
+            for dtype in (tf.float32, tf.bfloat16) for engine, jit in ENGINES.items()}
+
+
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", type=int, nargs="+", default=[16, 32, 64])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--calls", type=int, default=2, help="steps of each implementation per round")
-    args = parser.parse_args()
+    parser.add_argument("--calls", type=int, default=2, help="steps of each mode per round")
+    parser.add_argument("--quick", action="store_true", help="batch 4, one round of one step, results.json untouched")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.batches, args.rounds, args.calls = [4], 1, 1
 
     load_start = harness.load_average()
-    peak = [harness.matmul_peak_gflops()]
-    results = {batch: bench_batch(batch, args.rounds, args.calls) for batch in args.batches}
-    peak.append(harness.matmul_peak_gflops())
-    peak_gflops = max(peak)
+    peak_runs = [peaks()]
+    results = {batch: bench_batch(batch, MODES, args.rounds, args.calls) for batch in args.batches}
+    peak_runs.append(peaks())
     load_end = harness.load_average()
+    peak = {key: max(run[key] for run in peak_runs) for key in peak_runs[0]}
+    limit_key = max(peak, key=peak.get)
+    limit = peak[limit_key]
 
-    print(f"\nTraining step (forward + backward + Adamax + Polyak), XLA, {workloads.IMAGE_SHAPE}, "
-          f"{workloads.N_LEVELS} levels x depth {workloads.DEPTH}, width {workloads.WIDTH}, affine, 1x1 conv")
-    print(f"fp32 matmul peak measured: {peak_gflops:.1f} GFLOP/s (runs: {', '.join(f'{p:.1f}' for p in peak)}); "
-          f"conv FLOPs per image, forward {workloads.conv_flops_per_image() / 1e6:.0f} M, training x3; "
-          f"load average {load_start} -> {load_end}")
-    for r in results.values():
-        for name in IMPLEMENTATIONS:
-            r[name]["fraction_of_peak"] = r[name]["gflops_per_second"] / peak_gflops
+    print(f"\nTraining step (forward + backward + Adamax + Polyak), {workloads.IMAGE_SHAPE}, {workloads.N_LEVELS} "
+          f"levels x depth {workloads.DEPTH}, width {workloads.WIDTH}, affine, 1x1 conv; load average "
+          f"{load_start} -> {load_end}")
+    print("2048 x 2048 matmul, GFLOP/s (best of two runs): " + ", ".join(
+        f"{dtype} {engine} {value:.0f}" for (dtype, engine), value in peak.items())
+          + f"; the limit: {limit:.0f} ({' '.join(limit_key)})")
     rows = []
-    for batch, r in results.items():
-        for name in IMPLEMENTATIONS:
-            s = r[name]
-            rows.append([batch, name, f"{s['compile_seconds']:.1f}",
-                         f"{s['step_seconds']['median']:.3f} ({s['step_seconds']['min']:.3f}-{s['step_seconds']['max']:.3f})",
-                         f"{s['cpu_seconds_per_step']:.2f}", f"{s['images_per_second']:.1f}",
-                         f"{s['gflops_per_second']:.1f}", f"{100 * s['fraction_of_peak']:.0f}%"])
-        rows.append([batch, "glow_tf / tfp", "", "", "", f"{r['speedup']:.2f}x", "", ""])
-    harness.print_table(["batch", "implementation", "compile s", "step s median (min-max)", "CPU s/step",
-                         "images/s", "GFLOP/s", "of peak"], rows)
-    harness.update_results("train", {
-        "batches": {str(b): r for b, r in results.items()}, "matmul_peak_gflops": peak_gflops,
-        "matmul_peak_runs": peak, "conv_flops_per_image_forward": workloads.conv_flops_per_image(),
-        "flops_convention": "convolution FLOPs counted analytically, training = 3 x forward",
-        "rounds": args.rounds, "calls_per_round": args.calls,
-        "load_average": {"start": load_start, "end": load_end}, "machine": harness.machine()})
+    for batch, result in results.items():
+        for mode, r in result.items():
+            r["fraction_of_limit"] = r["gflops_per_second"] / limit
+            s = r["step_seconds"]
+            rows.append([batch, mode_name(mode), f"{r['compile_seconds']:.1f}",
+                         f"{s['median']:.3f} ({s['min']:.3f}-{s['max']:.3f})", f"{r['cpu_seconds_per_step']:.2f}",
+                         f"{r['images_per_second']:.1f}", f"{r['gflops_per_second']:.0f}",
+                         f"{100 * r['fraction_of_limit']:.0f}%"])
+    harness.print_table(["batch", "mode", "compile s", "step s median (min-max)", "CPU s/step", "images/s",
+                         "GFLOP/s", "of limit"], rows)
+    summary = {}
+    for batch, result in results.items():
+        best = {key: fastest(result, *key) for key in
+                (("glow_tf", "float32"), ("glow_tf", "mixed_bfloat16"), ("tfp", "float32"))}
+        ips = {key: result[mode]["images_per_second"] for key, mode in best.items()}
+        today = result[TODAY]["images_per_second"]
+        summary[batch] = {"fastest": {" ".join(key): mode_name(mode) for key, mode in best.items()},
+                          "mixed_bfloat16_vs_today": ips["glow_tf", "mixed_bfloat16"] / today,
+                          "mixed_bfloat16_vs_tfp": ips["glow_tf", "mixed_bfloat16"] / ips["tfp", "float32"],
+                          "float32_vs_today": ips["glow_tf", "float32"] / today,
+                          "float32_vs_tfp": ips["glow_tf", "float32"] / ips["tfp", "float32"]}
+        print(f"batch {batch}: fastest modes {summary[batch]['fastest']}; glow_tf mixed_bfloat16 "
+              f"{summary[batch]['mixed_bfloat16_vs_today']:.2f}x today's float32 XLA step and "
+              f"{summary[batch]['mixed_bfloat16_vs_tfp']:.2f}x TFP; glow_tf float32 "
+              f"{summary[batch]['float32_vs_today']:.2f}x today's and {summary[batch]['float32_vs_tfp']:.2f}x TFP")
+    if not args.quick:
+        harness.update_results("train", {
+            "batches": {str(b): {mode_name(mode): r for mode, r in result.items()} for b, result in results.items()},
+            "summary": {str(b): s for b, s in summary.items()},
+            "matmul_gflops": {" ".join(key): value for key, value in peak.items()},
+            "limit_gflops": limit, "limit": " ".join(limit_key),
+            "conv_flops_per_image_forward": workloads.conv_flops_per_image(),
+            "flops_convention": "convolution FLOPs counted analytically, training = 3 x forward",
+            "rounds": args.rounds, "calls_per_round": args.calls,
+            "load_average": {"start": load_start, "end": load_end}, "machine": harness.machine()})
+    return summary
 
 
 if __name__ == "__main__":

@@ -57,10 +57,11 @@ def summary(samples):
             "max": float(np.max(samples)), "n": len(samples)}
 
 
-def matmul_peak_gflops(size=2048, repeats=7):
-    """This machine's fp32 matmul rate: the best of ``repeats`` size x size matmuls under XLA."""
-    a = tf.random.stateless_normal([size, size], seed=[0, 0])
-    matmul = tf.function(lambda a: tf.matmul(a, a), jit_compile=True)
+def matmul_peak_gflops(size=2048, repeats=7, dtype=tf.float32, jit_compile=True):
+    """This machine's matmul rate in ``dtype``: the best of ``repeats`` size x size matmuls, under
+    XLA (``jit_compile``) or TensorFlow's own kernel (oneDNN on CPU)."""
+    a = tf.cast(tf.random.stateless_normal([size, size], seed=[0, 0]), dtype)
+    matmul = tf.function(lambda a: tf.matmul(a, a), jit_compile=jit_compile)
     _wait(matmul(a))
     best = min(timed(matmul, a)[0] for _ in range(repeats))
     return 2.0 * size ** 3 / best / 1e9

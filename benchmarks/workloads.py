@@ -38,10 +38,10 @@ LEARNING_RATE = 1e-3
 POLYAK_DECAY = 0.999  # the original's beta2 = 1 - 1 / (train_its * polyak_epochs), for 1000 its
 
 
-def glow_tf_config(depth=DEPTH, gradient_checkpointing=False):
+def glow_tf_config(depth=DEPTH, gradient_checkpointing=False, precision="float32"):
     return glow_tf.GlowConfig(image_size=IMAGE_SHAPE[0], n_channels=IMAGE_SHAPE[2], n_levels=N_LEVELS,
                               depth=depth, width=WIDTH, flow_permutation=2, flow_coupling=1,
-                              gradient_checkpointing=gradient_checkpointing)
+                              gradient_checkpointing=gradient_checkpointing, precision=precision)
 
 
 def images(batch, seed=0):
@@ -55,9 +55,9 @@ def preprocess(x_uint8):
 
 
 # --------------------------------------------------------------------------- the models
-def make_glow_tf(batch, depth=DEPTH, gradient_checkpointing=False):
+def make_glow_tf(batch, depth=DEPTH, gradient_checkpointing=False, precision="float32"):
     """An initialised glow_tf Glow (data-dependent init on one batch)."""
-    model = glow_tf.Glow(glow_tf_config(depth, gradient_checkpointing))
+    model = glow_tf.Glow(glow_tf_config(depth, gradient_checkpointing, precision))
     model.initialize(images(batch, seed=1))
     return model
 
@@ -84,14 +84,15 @@ def tfp_loss(dist):
 
 
 # ----------------------------------------------------------------------- training step
-def make_train_step(loss_fn, variables):
-    """One XLA-compiled training step as the original's: loss, gradients of every trainable
-    variable, glow_tf.optim's Adamax update and the Polyak average (the same for both sides)."""
+def make_train_step(loss_fn, variables, jit_compile=True):
+    """One training step as the original's: loss, gradients of every trainable variable,
+    glow_tf.optim's Adamax update and the Polyak average (the same for both sides), compiled
+    whole by XLA (``jit_compile``) or run as a TensorFlow graph (oneDNN's kernels on CPU)."""
     variables = [v for v in variables if v.trainable]
     optimizer = optim.Adamax(variables, beta2=POLYAK_DECAY)
     average = optim.PolyakAverage(variables, decay=POLYAK_DECAY)
 
-    @tf.function(jit_compile=True)
+    @tf.function(jit_compile=jit_compile)
     def step(x):
         with tf.GradientTape() as tape:
             loss = loss_fn(x)
@@ -102,14 +103,14 @@ def make_train_step(loss_fn, variables):
     return step
 
 
-def glow_tf_train_step(batch, depth=DEPTH, gradient_checkpointing=False):
-    model = make_glow_tf(batch, depth, gradient_checkpointing)
-    return make_train_step(glow_tf_loss(model), model.trainable_variables)
+def glow_tf_train_step(batch, depth=DEPTH, gradient_checkpointing=False, precision="float32", jit_compile=True):
+    model = make_glow_tf(batch, depth, gradient_checkpointing, precision)
+    return make_train_step(glow_tf_loss(model), model.trainable_variables, jit_compile)
 
 
-def tfp_train_step(batch, depth=DEPTH):
+def tfp_train_step(batch, depth=DEPTH, jit_compile=True):
     glow, dist = make_tfp_glow(batch, depth)
-    return make_train_step(tfp_loss(dist), glow.trainable_variables)
+    return make_train_step(tfp_loss(dist), glow.trainable_variables, jit_compile)
 
 
 

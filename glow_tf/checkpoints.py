@@ -265,18 +265,34 @@ def has_ema(prefix):
     return any(name.startswith(EMA_KEY + "/") for name in _variable_names(prefix))
 
 
-def restore_model(path, use_ema=True) -> Glow:
+def precision_change(saved_model, precision):
+    """A note when a model trained in one precision (``saved_model``: GlowConfig.to_dict() of its
+    run) is restored to compute in another, '' when not: its weights are float32 in both."""
+    trained = saved_model.get("precision") or "float32"  # runs from before --precision trained in float32
+    if not precision or precision == trained:
+        return ""
+    return (f"the checkpoint was trained with --precision {trained}; restored to compute in {precision} "
+            "(its variables are float32 in every precision)")
+
+
+def restore_model(path, use_ema=True, precision="") -> Glow:
     """The Glow of a glow_tf training run, with the Polyak-averaged weights when ``use_ema``.
 
     Args:
       path: a training logdir, its checkpoints dir (or model_best_loss/), or a checkpoint prefix.
       use_ema: swap in the Polyak averages (if the checkpoint has them; logged either way).
+      precision: what the coupling networks compute in (``layers.PRECISIONS``); '': what the run
+        trained in.
 
     Returns the model; ``model.ema_weights`` says whether it holds the averages.
     """
     logdir, prefix = resolve(path)
     check_layout(prefix)
-    config = GlowConfig.from_dict(read_run_config(logdir)["model"])
+    saved = read_run_config(logdir)["model"]
+    config = GlowConfig.from_dict({**saved, "precision": precision or saved.get("precision", "")})
+    note = precision_change(saved, precision)
+    if note:
+        logging.warning("%s: %s", prefix, note)
     model = Glow(config)
     with reading(prefix):
         tf.train.Checkpoint(model=model).restore(prefix).expect_partial()

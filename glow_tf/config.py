@@ -13,6 +13,7 @@ import os
 from typing import Any, Mapping
 
 from glow_tf import fields
+from glow_tf.layers.base import PRECISIONS
 
 FLOW_PERMUTATIONS = {0: "reverse", 1: "shuffle", 2: "invertible 1x1 conv",
                      3: "invertible 1x1 conv, LU-decomposed"}
@@ -56,6 +57,13 @@ class GlowConfig:
         "recomputes each flow step's input in backprop by inverting the step instead of storing it "
         "(glow_tf/reversible.py); 0: plain backprop. glow_tf's code and docs call it the memory-saving mode.",
         fields.BOOL, hps="optional")
+    precision: str = _model_field(
+        "", "Precision of the coupling networks, a tf_keras dtype policy: float32 (the original's numbers) or "
+        "mixed_bfloat16 (their convolutions in bfloat16, variables float32; everything that decides "
+        "invertibility and the density stays float32: actnorm, the 1x1 conv, the coupling's scale and "
+        "log-det, the priors, the objective, the optimizer). '': tf_keras's global policy when the model "
+        "is built (float32 unless tf_keras.mixed_precision.set_global_policy set another).",
+        fields.one_of(("",) + PRECISIONS), hps=None)
     seed: int = _model_field(
         0, "The initialisation seed, as the original's --seed: flow step i of level l draws its 1x1 conv's "
         "orthogonal W and its shuffle permutation from numpy's RandomState([seed, l, i]); the conv kernels' "

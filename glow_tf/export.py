@@ -48,7 +48,8 @@ Attributes of the loaded object (``tf.function``s):
     sample(n, [y], temperature=1.0)  n uint8 images (temperature: scalar or [n]), as Glow.sample
     reseed(seed)                     restarts noise_generator from int64 ``seed`` >= 0
     config_json                      tf.Variable(string), JSON: {"model": GlowConfig.to_dict(),
-                                     "eps_shapes": [[h, w, c], ...], "has_classifier": bool}
+                                     "eps_shapes": [[h, w, c], ...], "has_classifier": bool,
+                                     "precision": what the coupling networks compute in}
     model_variables                  the weights
 
     loaded = tf.saved_model.load(path)
@@ -69,6 +70,7 @@ from tqdm import tqdm
 
 from glow_tf import cli, files
 from glow_tf.errors import WriteError
+from glow_tf.layers import PRECISIONS, check_precision, precision_as
 from glow_tf.model import Glow
 
 
@@ -78,6 +80,8 @@ class ServingModule(tf.Module):
     Args:
       model: an initialised ``glow_tf.Glow``.
       seed: the seed of ``noise_generator`` (see the module docstring).
+      precision: what its coupling networks compute in (``layers.PRECISIONS``), whatever the
+        model's own precision: float32 by default, the original's numbers.
 
     ``signatures()`` gives the serving signatures, which take their inputs positionally in the
     order of their ``input_signature`` (whose spec names are the SavedModel's input names), ``y``
@@ -92,7 +96,7 @@ class ServingModule(tf.Module):
     more on disk).
     """
 
-    def __init__(self, model: Glow, seed: int = 0):
+    def __init__(self, model: Glow, seed: int = 0, precision: str = "float32"):
         if not isinstance(model, Glow):
             raise ValueError(f"ServingModule: expected a glow_tf.Glow, got {type(model).__name__}")
         if not bool(model.initialized.numpy()):
@@ -102,13 +106,14 @@ class ServingModule(tf.Module):
         config = model.config
         # Held outside tf.Module's tracking (see the class docstring); model_variables are saved.
         self._untracked = types.SimpleNamespace(
-            model=model, config=config, encode=tf.function(self._encode_continuous, autograph=False),
+            model=model, config=config, precision=check_precision("precision", precision),
+            encode=tf.function(self._encode_continuous, autograph=False),
             decode=tf.function(self._decode_eps, autograph=False))
         self.model_variables = list(model.variables)
         self.noise_generator = tf.random.Generator.from_seed(seed)
         self.config_json = tf.Variable(json.dumps({
             "model": config.to_dict(), "eps_shapes": [list(s) for s in config.eps_shapes()],
-            "has_classifier": config.has_classifier}), trainable=False, name="config_json")
+            "has_classifier": config.has_classifier, "precision": precision}), trainable=False, name="config_json")
         continuous_spec = tf.TensorSpec([None] * 4, tf.float32, name="x")  # checked when called
         # log_prob(x, y=...) with named parameters on the loaded object; y only for ycond models.
         self.log_prob = tf.function(self._log_prob, input_signature=[continuous_spec, *self._label_specs()],
@@ -132,7 +137,8 @@ class ServingModule(tf.Module):
     def _encode_continuous(self, x, y):
         """x continuous [N, H, W, C] -> {eps_i, log_prob [N], y_logits [N, n_y] (classifier models)}."""
         model = self.model
-        encoding = model.encode_with_log_det(x, model.check_labels(y, x, runtime_checks=True))
+        with precision_as(self._untracked.precision):
+            encoding = model.encode_with_log_det(x, model.check_labels(y, x, runtime_checks=True))
         outputs = {f"eps_{level}": eps for level, eps in enumerate(encoding.eps)}
         outputs["log_prob"] = encoding.log_prob  # [N]
         if model.config.has_classifier:
@@ -142,7 +148,8 @@ class ServingModule(tf.Module):
     def _decode_eps(self, eps, y):
         """List of latents -> {image uint8 [N, H, W, C], x float32 [N, H, W, C] (continuous)}."""
         model = self.model
-        x = model.decode_with_log_det(eps, model.check_labels(y, eps[0], runtime_checks=True)).x
+        with precision_as(self._untracked.precision):
+            x = model.decode_with_log_det(eps, model.check_labels(y, eps[0], runtime_checks=True)).x
         return {"image": model.postprocess(x), "x": x}
 
     def _encode_uint8(self, x, y):
@@ -262,7 +269,7 @@ def directory_size(path) -> int:
                for root, _, names in os.walk(path) for name in names)
 
 
-def export_saved_model(model, path, use_ema=True, overwrite=False, seed=0) -> str:
+def export_saved_model(model, path, use_ema=True, overwrite=False, seed=0, precision="float32") -> str:
     """Writes ``model`` as a SavedModel at ``path`` (atomically: temp dir, then rename).
 
     Args:
@@ -275,6 +282,9 @@ def export_saved_model(model, path, use_ema=True, overwrite=False, seed=0) -> st
         ``restore_model(..., use_ema=True)`` to get EMA weights into it).
       overwrite: replace an existing ``path``; otherwise an existing path is a ValueError.
       seed: seed of the saved noise generator (see the module docstring).
+      precision: what the SavedModel's coupling networks compute in: float32 (the original's
+        numbers, whatever precision the model trained in) or mixed_bfloat16 (faster on hardware
+        with fast bfloat16; ``config_json`` records it).
 
     Returns:
       ``path``.
@@ -285,7 +295,7 @@ def export_saved_model(model, path, use_ema=True, overwrite=False, seed=0) -> st
     if isinstance(model, (str, os.PathLike)):
         from glow_tf import checkpoints  # the training side; only needed for checkpoint paths
         model = checkpoints.restore_model(model, use_ema=use_ema)
-    module = ServingModule(model, seed=seed)
+    module = ServingModule(model, seed=seed, precision=precision)
     path = os.path.abspath(os.fspath(path))
     try:
         with _atomic_directory(path, overwrite) as staging:
@@ -313,6 +323,9 @@ def _define_flags():
                       "the original itself evaluates the raw weights).")
     flags.DEFINE_integer("seed", 0, "Seed of the SavedModel's noise generator (dequantisation noise, "
                          "sample's eps): a fresh load draws the same numbers in the same order.")
+    flags.DEFINE_enum("precision", "float32", list(PRECISIONS), "What the SavedModel's coupling networks compute "
+                      "in, whatever the model trained in: float32 (the original's numbers) or mixed_bfloat16 "
+                      "(bfloat16 convolutions: faster where bfloat16 is).")
     flags.mark_flag_as_required("out")
 
 
@@ -342,7 +355,8 @@ def _export():
         model = _restore()
         stages.set_description_str("tracing and writing the SavedModel")
         stages.update()
-        path = export_saved_model(model, FLAGS.out, overwrite=FLAGS.overwrite, seed=FLAGS.seed)
+        path = export_saved_model(model, FLAGS.out, overwrite=FLAGS.overwrite, seed=FLAGS.seed,
+                                  precision=FLAGS.precision)
     print(f"wrote SavedModel {path}: {directory_size(path) / 2**20:.1f} MiB on disk, "
           f"{time.perf_counter() - start:.1f} s (restore + trace + save)")
 

@@ -25,6 +25,7 @@ import tf_keras as keras
 from glow_tf.config import GlowConfig
 from glow_tf.layers import (ActNorm, FlowChain, FlowScan, LinearZeros, Split, TopPrior, data_dependent_init,
                             make_coupling, make_permutation, squeeze2d, unsqueeze2d)
+from glow_tf.layers.base import FLOAT32, check_precision, resolve_precision
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -38,7 +39,8 @@ class FlowStep(FlowChain):
     def __init__(self, n_channels, config: GlowConfig, seed=0, **kwargs):
         actnorm = ActNorm(n_channels, name="actnorm")
         permutation = make_permutation(config.flow_permutation, n_channels, seed=seed)
-        coupling = make_coupling(config.flow_coupling, n_channels, config.width)
+        coupling = make_coupling(config.flow_coupling, n_channels, config.width,
+                                 resolve_precision(config.precision))
         super().__init__([actnorm, permutation, coupling], **kwargs)
         self.actnorm, self.permutation, self.coupling = actnorm, permutation, coupling
 
@@ -101,13 +103,20 @@ class Glow(keras.Model):
     """The Glow model. See the module docstring and ../shared/design/ARCHITECTURE.md for the public contract.
 
     Args:
-      config: a ``GlowConfig``.
+      config: a ``GlowConfig``. Its ``precision`` '' takes tf_keras's global dtype policy.
+      dtype: a tf_keras dtype policy (or its name) for the coupling networks, overriding
+        ``config.precision``, as a Keras layer's ``dtype`` argument; the rest of the model
+        computes in float32 whatever the policy (``layers.FlowLayer``).
+
+    ``config`` holds the resolved precision afterwards.
     """
 
-    def __init__(self, config: GlowConfig, **kwargs):
+    def __init__(self, config: GlowConfig, dtype=None, **kwargs):
         if not isinstance(config, GlowConfig):
             raise ValueError(f"Glow: expected a GlowConfig, got {type(config).__name__}")
-        super().__init__(name=kwargs.pop("name", "glow"), **kwargs)
+        config = config.replace(precision=(check_precision("Glow.dtype", getattr(dtype, "name", dtype)) if dtype
+                                           else resolve_precision(config.precision)))
+        super().__init__(name=kwargs.pop("name", "glow"), dtype=FLOAT32, **kwargs)
         self.config = config
         level_shapes = config.level_shapes()
         self.levels = []

@@ -89,22 +89,22 @@ def scan_forward(scan, x, cond=None, invert=True):
 
 def _forward_storing(scan, layers, slices, x, cond):
     """The forward loop, layer by layer -> (z, log_det, stored): ``stored[k]`` holds layer k's
-    input and then the ``layer.n_saved`` tensors its ``forward_saving`` saved, each [depth, ...]."""
+    input and then the tensors its ``forward_saving`` saved (of ``layer.saved_dtypes()``), each [depth, ...]."""
     def step(i, z, log_det, stores):
         stores = [list(store) for store in stores]
         with parameters_as(scan.template.variables, slices(i)):
             for k, layer in enumerate(layers):
                 next_z, layer_log_det, saved = layer.forward_saving(z, cond)
-                if len(saved) != layer.n_saved:
-                    raise ValueError(f"{type(layer).__name__}.forward_saving: expected {layer.n_saved} saved tensors "
-                                     f"(its n_saved), got {len(saved)}")
+                if [t.dtype for t in saved] != layer.saved_dtypes():
+                    raise ValueError(f"{type(layer).__name__}.forward_saving: expected saved tensors of dtypes "
+                                     f"{layer.saved_dtypes()} (its saved_dtypes()), got {[t.dtype for t in saved]}")
                 stores[k] = [store.write(i, t) for store, t in zip(stores[k], [z] + saved)]
                 z, log_det = next_z, log_det + layer_log_det
         return i + 1, z, log_det, stores
 
     # The saved tensors' shapes are known once traced: their stores take them from the writes.
     stores = [[tf.TensorArray(x.dtype, size=scan.depth, element_shape=x.shape)]
-              + [tf.TensorArray(x.dtype, size=scan.depth) for _ in range(layer.n_saved)] for layer in layers]
+              + [tf.TensorArray(dtype, size=scan.depth) for dtype in layer.saved_dtypes()] for layer in layers]
     _, z, log_det, stores = tf.while_loop(lambda i, *_: i < scan.depth, step,
                                           (tf.constant(0), x, tf.zeros(tf.shape(x)[:1], x.dtype), stores),
                                           maximum_iterations=scan.depth)

@@ -78,6 +78,8 @@ class ServedGlow:
         self.config = description["model"]  # GlowConfig.to_dict()
         self.eps_shapes = [tuple(shape) for shape in description["eps_shapes"]]
         self.image_shape = (self.config["image_size"], self.config["image_size"], self.config["n_channels"])
+        # What the coupling networks compute in (SavedModels exported before it was recorded: float32).
+        self.precision = description.get("precision", "float32")
 
     @property
     def ycond(self) -> bool:
@@ -167,10 +169,10 @@ class ServedGlow:
         return cls(loaded.signatures, loaded, batch_size)
 
     @classmethod
-    def from_model(cls, model, batch_size=64):
-        """A live ``glow_tf.Glow``, behind the signatures it would be exported with."""
+    def from_model(cls, model, batch_size=64, precision="float32"):
+        """A live ``glow_tf.Glow``, behind the signatures it would be exported with in ``precision``."""
         from glow_tf import export
-        module = export.ServingModule(model)
+        module = export.ServingModule(model, precision=precision)
         return cls({name: _by_keyword(fn) for name, fn in module.signatures().items()}, module, batch_size)
 
 
@@ -184,19 +186,27 @@ def is_saved_model(path) -> bool:
     return os.path.isfile(os.path.join(os.fspath(path), "saved_model.pb"))
 
 
-def load_model(path, use_ema=True, batch_size=64) -> ServedGlow:
+def load_model(path, use_ema=True, batch_size=64, precision="") -> ServedGlow:
     """A SavedModel directory, or a glow_tf checkpoint (training logdir, checkpoints dir, prefix).
 
     use_ema: for checkpoints, use the Polyak (EMA) weights when the checkpoint holds them.
+    precision: what the coupling networks compute in ('': float32 for checkpoints, the export's
+      precision for a SavedModel, which computes in nothing else).
     """
     path = os.fspath(path)
     if is_saved_model(path):
-        return ServedGlow.from_saved_model(path, batch_size)
+        served = ServedGlow.from_saved_model(path, batch_size)
+        if precision and precision != served.precision:
+            raise ValueError(f"precision: this SavedModel computes in {served.precision} (its export's "
+                             f"--precision); expected {served.precision} or a checkpoint, got {precision!r}")
+        return served
     if not os.path.exists(path) and not os.path.exists(path + ".index"):
         raise ModelError(f"model: expected a SavedModel directory, a training logdir, a checkpoint "
                          f"directory or a checkpoint prefix, got missing path {path!r}")
     from glow_tf import checkpoints
-    return ServedGlow.from_model(checkpoints.restore_model(path, use_ema=use_ema), batch_size)
+    precision = precision or "float32"
+    return ServedGlow.from_model(checkpoints.restore_model(path, use_ema=use_ema, precision=precision), batch_size,
+                                 precision)
 
 
 # ---------------------------------------------------------------------------- operations

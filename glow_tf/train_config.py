@@ -57,7 +57,8 @@ class TrainConfig:
     """
     # ----------------------------------------------------------------- the original's flags
     model: GlowConfig = fields.field(None, "The model.", None, flag=False,
-                                     default_factory=lambda: GlowConfig(gradient_checkpointing=True))
+                                     default_factory=lambda: GlowConfig(gradient_checkpointing=True,
+                                                                        precision="float32"))
     data: DataConfig = fields.field(None, "The data.", None, flag=False,
                                     default_factory=lambda: DataConfig(problem="cifar10", n_train=50000))
     verbose: bool = fields.field(False, "Print every step's loss (as the original's --verbose).", fields.BOOL)

@@ -51,7 +51,7 @@ from tqdm import tqdm
 from glow_tf import checkpoints, cluster, data, errors, files, heap, optim, preemption, sampling
 from glow_tf.config import GlowConfig
 from glow_tf.model import Glow
-from glow_tf.train_config import TrainConfig
+from glow_tf.train_config import TrainConfig, flag_defaults
 from glow_tf.train_logs import STATS, JsonLinesLog, format_results, summary_image, summary_scalar
 from glow_tf.train_state import TrainState
 
@@ -165,9 +165,10 @@ def make_data(config: TrainConfig, n_replicas=1):
     return datasets, plan
 
 
-# GlowConfig fields that do not change what a checkpoint holds: the memory mode, and the
-# initialisation seed (a restored model keeps its checkpoint's values).
-_CHECKPOINT_NEUTRAL = ("gradient_checkpointing", "seed")
+# GlowConfig fields that do not change what a checkpoint holds: the memory mode, the
+# initialisation seed (a restored model keeps its checkpoint's values) and the coupling
+# networks' precision (the variables are float32 in every precision).
+_CHECKPOINT_NEUTRAL = ("gradient_checkpointing", "seed", "precision")
 
 
 def model_flag_differences(saved: dict, current: GlowConfig):
@@ -302,10 +303,11 @@ class Trainer:
         """
         logdir, prefix = checkpoints.resolve(path)
         if checkpoints.is_glow_tf_checkpoint(prefix):
-            check_same_model(checkpoints.read_run_config(logdir)["model"], self.model.config,
-                             f"--restore_path {path}")
+            saved = checkpoints.read_run_config(logdir)["model"]
+            check_same_model(saved, self.model.config, f"--restore_path {path}")
             self.state.restore_weights(prefix)
-            return f"glow_tf checkpoint {prefix} (weights, Polyak average, optimizer slots)"
+            note = checkpoints.precision_change(saved, self.model.config.precision)
+            return f"glow_tf checkpoint {prefix} (weights, Polyak average, optimizer slots){'; ' + note if note else ''}"
         return f"original OpenAI checkpoint {prefix} ({self.state.restore_original(prefix)})"
 
     # ------------------------------------------------------------------------ the step
@@ -568,11 +570,17 @@ class TrainingRun:
     def _check_resume(self):
         saved = checkpoints.read_run_config(self.logdir)
         check_same_model(saved["model"], self.trainer.model.config, f"--logdir {self.logdir}")
-        changed = [f"--{k} {saved['train'].get(k)!r} -> {v!r}" for k, v in self.hps.items()
-                   if k not in _RESUMABLE_CHANGES and saved["train"].get(k) != v]
+        # A flag missing from the saved hps is one the code that wrote them did not have: it ran
+        # as that flag's default.
+        before = {**flag_defaults(), **saved["train"]}
+        changed = [f"--{k} {before.get(k)!r} -> {v!r}" for k, v in self.hps.items()
+                   if k not in _RESUMABLE_CHANGES and before.get(k) != v]
         if changed:
             self._print("Note: resuming with changed flags (the run will not match an uninterrupted one): "
                         + ", ".join(changed))
+        precision_note = checkpoints.precision_change(saved["model"], self.trainer.model.config.precision)
+        if precision_note:
+            self._print(f"Note: {precision_note}")
 
     # ----------------------------------------------------------------------- the loop
     def run(self):

@@ -270,14 +270,16 @@ def test_edge_bias_conv_equals_original_construction(kernel_size):
     assert np.abs(got - plain).max() > 1e-2
 
 
-# (n_in, n_out, kernel size): conv2d_same computes a convolution with few outputs
-# (size**2 * n_out <= n_in) as one matmul and shifted sums, else as TensorFlow's convolution;
-# the input's gradient is the convolution with the transposed kernel (n_in and n_out swapped).
+# (n_in, n_out, kernel size): under XLA without accelerators conv2d_same computes a convolution
+# with few outputs (size**2 * n_out <= n_in) as one matmul and shifted sums, else as TensorFlow's
+# convolution, with hand-written gradients; the input's gradient is the convolution with the
+# transposed kernel (n_in and n_out swapped). Outside XLA it is TensorFlow's convolution.
 CONV_SHAPES = [(4, 8, 3), (40, 4, 3), (3, 48, 3), (60, 2, 5)]
 
 
+@pytest.mark.parametrize("jit_compile", [True, False])
 @pytest.mark.parametrize("n_in, n_out, size", CONV_SHAPES)
-def test_conv2d_same_equals_tf_conv_with_gradients(n_in, n_out, size):
+def test_conv2d_same_equals_tf_conv_with_gradients(n_in, n_out, size, jit_compile):
     rng = np.random.RandomState(3)
     x = tf.constant(rng.standard_normal((2, 6, 5, n_in)).astype(np.float32))
     kernel = tf.constant(rng.standard_normal((size, size, n_in, n_out)).astype(np.float32))
@@ -289,7 +291,7 @@ def test_conv2d_same_equals_tf_conv_with_gradients(n_in, n_out, size):
             out = conv(x, kernel)
         return [out] + tape.gradient(out, [x, kernel], output_gradients=upstream)
 
-    got = value_and_grads(conv2d_same)
+    got = tf.function(lambda: value_and_grads(conv2d_same), jit_compile=jit_compile)()
     want = value_and_grads(lambda x, kernel: tf.nn.conv2d(x, kernel, 1, "SAME"))
     for g, w, what in zip(got, want, ["output", "grad x", "grad kernel"]):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4, err_msg=what)

@@ -212,8 +212,9 @@ def test_a_run_written_by_older_code_has_the_same_checkpoint_and_resumes(tmp_pat
     with open(os.path.join(OLD_RUN_DIR, "checkpoint_variables.txt")) as f:
         old_variables = f.read().splitlines()
     assert [f"{name} {list(shape)}" for name, shape in sorted(tf.train.list_variables(prefix))] == old_variables
-    old = checkpoints.read_run_config(OLD_RUN_DIR)
-    assert old["model"] == checkpoints.read_run_config(str(tmp_path))["model"]
+    old, new = checkpoints.read_run_config(OLD_RUN_DIR)["model"], checkpoints.read_run_config(str(tmp_path))["model"]
+    assert old == {k: v for k, v in new.items() if k in old}
+    assert {k: v for k, v in new.items() if k not in old} == {"precision": "float32"}  # added since: float32 then
     shutil.copy(os.path.join(OLD_RUN_DIR, checkpoints.CONFIG_FILE), str(tmp_path))  # as the old code wrote it
     capsys.readouterr()
     train_lib.train_and_evaluate(config.with_flags(max_steps=8))

@@ -19,6 +19,7 @@ import numpy as np
 from absl import flags, logging
 
 from glow_tf import cli, sampling
+from glow_tf.layers import PRECISIONS
 
 FLAGS = flags.FLAGS
 
@@ -58,6 +59,9 @@ def _define_flags():
     flags.DEFINE_list("reconstruct", None, "Images to encode and decode: row 1 the inputs, row 2 the "
                       "reconstructions.")
     flags.DEFINE_integer("batch_size", 64, "Images per model call.")
+    flags.DEFINE_enum("precision", "float32", list(PRECISIONS), "For checkpoints: what the coupling networks "
+                      "compute in, whatever the model trained in (float32: the original's numbers; "
+                      "mixed_bfloat16: faster). A SavedModel computes in the precision it was exported with.")
     flags.mark_flag_as_required("model")
 
 
@@ -155,7 +159,8 @@ def _sample():
     modes = [name for name in ("interpolate", "manipulate", "reconstruct") if FLAGS[name].value is not None]
     if len(modes) > 1:
         raise ValueError(f"expected at most one of --interpolate, --manipulate, --reconstruct, got {modes}")
-    served = sampling.load_model(FLAGS.model, use_ema=FLAGS.use_ema, batch_size=FLAGS.batch_size)
+    served = sampling.load_model(FLAGS.model, use_ema=FLAGS.use_ema, batch_size=FLAGS.batch_size,
+                                 precision=FLAGS.precision if FLAGS["precision"].present else "")
     served.progress = True
     served.reseed(FLAGS.seed)
     image = _figure(served)

@@ -16,7 +16,10 @@ only the two context managers here set, for the thread that enters them:
 - ``parameters_as(variables, values)``: tensors standing in for variables, returned by
   ``read(variable)``; this is how a level's flow steps run as one loop (``FlowScan``);
 - ``data_dependent_init()``: ``initializing()`` is True, and every ActNorm initialises
-  itself from its input (the original's ``arg_scope([actnorm], init=True)``).
+  itself from its input (the original's ``arg_scope([actnorm], init=True)``);
+- ``precision_as(precision)``: every coupling network computes in ``precision`` instead of its
+  own (``network_precision``): a model trained in one precision runs in another, with the
+  same variables (an export in float32 of a model trained in mixed_bfloat16).
 """
 import contextlib
 import threading
@@ -31,6 +34,7 @@ class _LayerContext(threading.local):
     def __init__(self):
         self.stand_ins = {}  # variable.ref() -> the tensor read in its place
         self.initializing = False
+        self.precision = None  # every coupling network's precision, when set
 
 
 _context = _LayerContext()
@@ -89,6 +93,42 @@ def initializing():
     return _context.initializing
 
 
+@contextlib.contextmanager
+def precision_as(precision):
+    """Within the context (at trace time) every coupling network computes in ``precision``."""
+    enclosing = _context.precision
+    _context.precision = check_precision("precision_as", precision)
+    try:
+        yield
+    finally:
+        _context.precision = enclosing
+
+
+def network_precision(own):
+    """The precision a coupling network whose own is ``own`` computes in (``precision_as``)."""
+    return _context.precision or own
+
+
+FLOAT32 = "float32"
+# The tf_keras dtype policies a coupling network may compute in (``layers.coupling``).
+PRECISIONS = (FLOAT32, "mixed_bfloat16")
+
+
+def check_precision(where, precision):
+    """``precision`` if it is one of ``PRECISIONS``, else a ValueError saying what was expected."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"{where}: expected a precision (a tf_keras dtype policy) in {list(PRECISIONS)}, "
+                         f"got {precision!r}")
+    return precision
+
+
+def resolve_precision(precision):
+    """``precision``, or when it is '' tf_keras's global dtype policy (float32 unless set otherwise)."""
+    if precision:
+        return check_precision("precision", precision)
+    return check_precision("tf_keras.mixed_precision.global_policy()", keras.mixed_precision.global_policy().name)
+
+
 class FlowLayer(keras.layers.Layer):
     """Base class of flow layers. The contract every flow layer keeps:
 
@@ -105,8 +145,16 @@ class FlowLayer(keras.layers.Layer):
     - no state between calls; besides inputs and variables it reads only the layer context
       (``read``, ``initializing``).
 
+    - it computes in float32 whatever tf_keras's global dtype policy: what decides invertibility
+      and the density stays float32 (only a coupling's network may compute in bfloat16, by its
+      own ``precision``).
+
     tests/test_layers.py holds every layer to this (``test_layer_runs_with_stand_in_parameters``).
     """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("dtype", FLOAT32)
+        super().__init__(**kwargs)
 
     def forward(self, x, cond=None):
         raise NotImplementedError
@@ -114,12 +162,13 @@ class FlowLayer(keras.layers.Layer):
     def inverse(self, z, cond=None):
         raise NotImplementedError
 
-    # The number of tensors ``forward_saving`` saves.
-    n_saved = 0
+    def saved_dtypes(self):
+        """The dtypes of the tensors ``forward_saving`` saves, in order (none by default)."""
+        return []
 
     def forward_saving(self, x, cond=None):
         """(z, log_det, saved): ``forward(x)`` and the costly intermediates its gradient reads
-        (a list of ``n_saved`` tensors; see ``forward_from_saved``)."""
+        (a list of tensors of ``saved_dtypes()``; see ``forward_from_saved``)."""
         return (*self.forward(x, cond), [])
 
     def forward_from_saved(self, x, saved, cond=None):

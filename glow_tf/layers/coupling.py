@@ -12,6 +12,12 @@ The first half of the channels conditions, the second half changes:
 Since NN's output conv starts at zero, every coupling starts as the identity (additive) or
 as a constant scale sigmoid(2) (affine).
 
+NN runs in its ``precision``, a tf_keras dtype policy name: ``float32`` (the original), or
+``mixed_bfloat16``, where its convolutions and activations are bfloat16 and its variables
+float32, as Keras mixed precision. Either way its output h is float32: the coupling's scale,
+log-det and the update of z2 are float32, and since the inverse computes h from the same z1
+as the forward, the coupling stays exactly invertible up to float32 rounding.
+
 For the normal mode's backward loop (``glow_tf.reversible``) a coupling saves NN's
 activations (``forward_saving``) and differentiates from them (``forward_from_saved``), so
 its gradient costs no second evaluation of NN.
@@ -19,45 +25,73 @@ its gradient costs no second evaluation of NN.
 import tensorflow as tf
 import tf_keras as keras
 
-from glow_tf.layers.base import FlowLayer, batch_constant
+from glow_tf.layers.base import FLOAT32, FlowLayer, batch_constant, check_precision, network_precision
 from glow_tf.layers.nn import ConvActNorm, ZeroConv2D
 
 
 class CouplingNetwork(keras.layers.Layer):
-    """The original's ``f``: [N, H, W, n_in] -> [N, H, W, n_out]."""
+    """The original's ``f``: [N, H, W, n_in] -> float32 [N, H, W, n_out], computed in ``precision``.
 
-    def __init__(self, n_in, width, n_out, **kwargs):
-        super().__init__(**kwargs)
-        self.l_1 = ConvActNorm(n_in, width, (3, 3), name="l_1")
-        self.l_2 = ConvActNorm(width, width, (1, 1), name="l_2")
-        self.l_last = ZeroConv2D(width, n_out, (3, 3), name="l_last")
+    Its layers compute in the dtype of their input, which the network casts to its compute
+    dtype: ``precision``'s, or the one ``layers.precision_as`` sets.
+    """
+
+    def __init__(self, n_in, width, n_out, precision=FLOAT32, **kwargs):
+        super().__init__(dtype=check_precision("CouplingNetwork", precision), autocast=False, **kwargs)
+        self.l_1 = ConvActNorm(n_in, width, (3, 3), name="l_1", dtype=precision, autocast=False)
+        self.l_2 = ConvActNorm(width, width, (1, 1), name="l_2", dtype=precision, autocast=False)
+        self.l_last = ZeroConv2D(width, n_out, (3, 3), name="l_last", dtype=precision, autocast=False)
+
+    @property
+    def network_dtype(self) -> tf.DType:
+        """The dtype the network computes in now (bfloat16 under mixed_bfloat16, else float32)."""
+        return tf.as_dtype(keras.mixed_precision.Policy(network_precision(self.dtype_policy.name)).compute_dtype)
 
     def call(self, x):
         return self.activations(x)[-1]
 
+    def saved_dtypes(self):
+        """The dtypes of ``activations``: r_1 and r_2 in the network's dtype, h float32."""
+        return [self.network_dtype] * 2 + [tf.float32]
+
     def activations(self, x):
-        """[a_1, a_2, h]: the outputs of l_1 and l_2 (before their relu) and h = ``call(x)``."""
-        a_1 = self.l_1(x)  # [N, H, W, width]
-        a_2 = self.l_2(tf.nn.relu(a_1))  # [N, H, W, width]
-        return [a_1, a_2, self.l_last(tf.nn.relu(a_2))]
+        """[r_1, r_2, h]: the outputs of relu(l_1) and relu(l_2), and h = ``call(x)``.
+
+        The relus' outputs, not their inputs, are what the backward reads: so that nothing else
+        reads a conv's output, and every graph that runs the network (training's forward, which
+        saves these, and the inverse, which does not) computes it the same way, with the same
+        roundings in bfloat16 (a graph optimizer may fuse a conv with its bias and relu only
+        where nothing else reads the conv's output).
+        """
+        x = tf.cast(x, self.network_dtype)
+        r_1 = tf.nn.relu(self.l_1(x))  # [N, H, W, width]
+        r_2 = tf.nn.relu(self.l_2(r_1))  # [N, H, W, width]
+        return [r_1, r_2, tf.cast(self.l_last(r_2), tf.float32)]
 
     def from_activations(self, x, activations):
         """``call(x)`` given ``activations(x)``: their values, and the gradients of ``call(x)``.
 
-        Each conv is applied to its input (x, or the relu of the saved activation before it)
-        only for its gradient, which needs the input and the kernel, not the output: nothing
-        reads the convs' outputs, so XLA removes them.
+        Each conv is applied to its input (x, or the saved relu output before it) only for its
+        gradient, which needs the input and the kernel, not the output; a relu's gradient reads
+        the saved output. Nothing reads the convs' outputs, so XLA and Grappler remove them.
         """
-        a_1, a_2, h = activations
-        a_1 = _valued(self.l_1(x), a_1)
-        a_2 = _valued(self.l_2(tf.nn.relu(a_1)), a_2)
-        return _valued(self.l_last(tf.nn.relu(a_2)), h)
+        r_1, r_2, h = activations
+        r_1 = _relu_valued(self.l_1(tf.cast(x, self.network_dtype)), r_1)
+        r_2 = _relu_valued(self.l_2(r_1), r_2)
+        return _valued(tf.cast(self.l_last(r_2), tf.float32), h)
 
 
 @tf.custom_gradient
 def _valued(computed, value):
     """``value`` (equal to ``computed``, whose static shape it gets), with the gradient of ``computed``."""
     return tf.ensure_shape(value, computed.shape), lambda grad: (grad, None)
+
+
+@tf.custom_gradient
+def _relu_valued(computed, value):
+    """``value`` (equal to relu(``computed``)), with the gradient of relu(``computed``), from ``value``."""
+    return (tf.ensure_shape(value, computed.shape),
+            lambda grad: (tf.raw_ops.ReluGrad(gradients=grad, features=value), None))
 
 
 def _check(name, n_channels, width):
@@ -68,14 +102,19 @@ def _check(name, n_channels, width):
 
 
 class Coupling(FlowLayer):
-    """The two couplings' shared part: ``h = NN(z1)`` changes z2 (``couple``, ``uncouple``)."""
-    n_saved = 3  # NN's activations a_1, a_2, h
+    """The two couplings' shared part: ``h = NN(z1)`` changes z2 (``couple``, ``uncouple``).
 
-    def __init__(self, n_channels, width, n_out, **kwargs):
+    ``precision``: NN's tf_keras dtype policy (``PRECISIONS``); the coupling itself is float32.
+    """
+
+    def __init__(self, n_channels, width, n_out, precision=FLOAT32, **kwargs):
         super().__init__(**kwargs)
         _check(type(self).__name__, n_channels, width)
         self.n_channels = n_channels
-        self.f1 = CouplingNetwork(n_channels // 2, width, n_out, name="f1")
+        self.f1 = CouplingNetwork(n_channels // 2, width, n_out, precision, name="f1")
+
+    def saved_dtypes(self):
+        return self.f1.saved_dtypes()
 
     def couple(self, z2, h):
         """(z2 changed by NN's output h, log-det [N])."""
@@ -111,8 +150,8 @@ def _joined(z1, z2_and_log_det):
 class AdditiveCoupling(Coupling):
     """``z2 <- z2 + NN(z1)`` (flow_coupling=0); volume-preserving."""
 
-    def __init__(self, n_channels, width, **kwargs):
-        super().__init__(n_channels, width, n_channels - n_channels // 2, **kwargs)
+    def __init__(self, n_channels, width, precision=FLOAT32, **kwargs):
+        super().__init__(n_channels, width, n_channels - n_channels // 2, precision, **kwargs)
 
     def couple(self, z2, h):
         return z2 + h, batch_constant(0.0, z2)
@@ -124,8 +163,8 @@ class AdditiveCoupling(Coupling):
 class AffineCoupling(Coupling):
     """``z2 <- (z2 + shift) * sigmoid(raw_scale + 2)`` (flow_coupling=1)."""
 
-    def __init__(self, n_channels, width, **kwargs):
-        super().__init__(n_channels, width, n_channels, **kwargs)
+    def __init__(self, n_channels, width, precision=FLOAT32, **kwargs):
+        super().__init__(n_channels, width, n_channels, precision, **kwargs)
 
     @staticmethod
     def _shift_and_scale_logit(h):
@@ -142,10 +181,10 @@ class AffineCoupling(Coupling):
         return z2 / tf.sigmoid(scale_logit) - shift, log_det
 
 
-def make_coupling(flow_coupling, n_channels, width, name="coupling"):
-    """The coupling layer for the original's ``flow_coupling`` code."""
+def make_coupling(flow_coupling, n_channels, width, precision=FLOAT32, name="coupling"):
+    """The coupling layer for the original's ``flow_coupling`` code, its network in ``precision``."""
     if flow_coupling == 0:
-        return AdditiveCoupling(n_channels, width, name=name)
+        return AdditiveCoupling(n_channels, width, precision, name=name)
     if flow_coupling == 1:
-        return AffineCoupling(n_channels, width, name=name)
+        return AffineCoupling(n_channels, width, precision, name=name)
     raise ValueError(f"flow_coupling: expected 0 or 1, got {flow_coupling!r}")

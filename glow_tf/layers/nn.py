@@ -9,18 +9,23 @@ every example, so its contribution is a constant [1, H, W, width] map: a matmul 
 border pattern with the kernel's last input channel, instead of a channel concatenated to the
 whole batch.
 
-Convolutions have their gradients written out (``conv2d_same``) because XLA on CPU runs the
-weight gradient of a convolution as a naive loop nest inside ``tf.while_loop`` bodies (the
-memory-saving mode loops over flow steps), and as transposes plus a convolution elsewhere.
-A convolution with few outputs (the coupling network's last layer; the gradient of its first
-layer's input) runs as one matmul and shifted sums (``_conv_same``).
+Convolutions run on the fastest kernels the engine has (``conv2d_same``). Outside XLA they are
+TensorFlow's own (oneDNN on CPU, cuDNN on GPU), with TensorFlow's gradients. XLA on CPU runs
+convolutions at a fraction of its matmul rate, and the weight gradient of one as a naive loop
+nest inside ``tf.while_loop`` bodies (the memory-saving mode loops over flow steps), so under
+XLA on a host without accelerators they are matmuls with hand-written gradients
+(``_matmul_conv2d_same``): a convolution with few outputs (the coupling network's last layer;
+the gradient of its first layer's input) as one matmul and shifted sums (``_conv_same``).
 """
+import functools
+
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
+from tensorflow.python.ops import control_flow_util
 
 from glow_tf.layers.actnorm import LOGSCALE_FACTOR, ActNorm
-from glow_tf.layers.base import initializing, read
+from glow_tf.layers.base import FLOAT32, initializing, read
 
 
 def _border_taps(height, width, kernel_h, kernel_w):
@@ -70,10 +75,28 @@ def _conv_same(x, kernel):
                      for i in range(kernel_h) for j in range(kernel_w)])  # [N, H, W, n_out]
 
 
+def compiled_by_xla() -> bool:
+    """Whether the ops being built now are compiled by XLA (``tf.function(jit_compile=True)``, TPUs)."""
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
+@functools.lru_cache(maxsize=None)
+def _has_accelerator() -> bool:
+    return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+
+
+def conv2d_same(x, kernel):
+    """``tf.nn.conv2d(x, kernel, 1, "SAME")`` for odd kernels, on the fastest kernels of the engine
+    that runs it: as matmuls (``_matmul_conv2d_same``) under XLA without accelerators, else as it is."""
+    if compiled_by_xla() and not _has_accelerator():
+        return _matmul_conv2d_same(x, kernel)
+    return tf.nn.conv2d(x, kernel, 1, "SAME")
+
+
 @tf.autograph.experimental.do_not_convert
 @tf.custom_gradient
-def conv2d_same(x, kernel):
-    """``tf.nn.conv2d(x, kernel, 1, "SAME")`` for odd kernels, with hand-written gradients.
+def _matmul_conv2d_same(x, kernel):
+    """``tf.nn.conv2d(x, kernel, 1, "SAME")`` for odd kernels as matmuls, with hand-written gradients.
 
     The input gradient is the SAME convolution of the output gradient with the flipped,
     transposed kernel. The kernel gradient is one matmul over all pixels: of the input's
@@ -123,13 +146,14 @@ def edge_bias_conv2d(x, kernel):
 
 
 def scaled_conv2d(x, kernel, bias, scale):
-    """``(edge_bias_conv2d(x, kernel) + bias) * scale`` with a per-output-channel ``scale``.
+    """``(edge_bias_conv2d(x, kernel) + bias) * scale`` with a per-output-channel ``scale``, in x's dtype.
 
     Computed as conv(x, W * s) + b * s: scaling the small kernel instead of the output saves a
     pass over the activations, and the gradient of s needs no sum over every pixel (slow under
-    XLA on CPU): training step 1.07 s -> 0.85 s at batch 64 when applied to ConvActNorm.
+    XLA on CPU). The float32 parameters are combined first, then cast to x's dtype (bfloat16
+    under mixed precision).
     """
-    return edge_bias_conv2d(x, kernel * scale) + bias * scale
+    return edge_bias_conv2d(x, tf.cast(kernel * scale, x.dtype)) + tf.cast(bias * scale, x.dtype)
 
 
 def _kernel_shape(n_in, n_out, kernel_size):
@@ -138,31 +162,43 @@ def _kernel_shape(n_in, n_out, kernel_size):
 
 
 class ConvActNorm(keras.layers.Layer):
-    """The original's ``conv2d``: edge-bias conv, no bias, N(0, 0.05) init, then ActNorm."""
+    """The original's ``conv2d``: edge-bias conv, no bias, N(0, 0.05) init, then ActNorm.
+
+    Computes in its dtype policy's compute dtype (float32 unless given another policy); its
+    variables, the actnorm's included, are float32.
+    """
 
     def __init__(self, n_in, n_out, kernel_size=(3, 3), **kwargs):
+        kwargs.setdefault("dtype", FLOAT32)
         super().__init__(**kwargs)
+        # autocast=False: read as float32 under any policy; the layer casts what it computes with.
         self.kernel = self.add_weight(
             "W", shape=_kernel_shape(n_in, n_out, tuple(kernel_size)),
-            initializer=keras.initializers.RandomNormal(0.0, 0.05))
+            initializer=keras.initializers.RandomNormal(0.0, 0.05), autocast=False)
         self.actnorm = ActNorm(n_out, name="actnorm")
 
     def call(self, x):
-        if initializing():  # the actnorm initialises from the conv's own output
-            return self.actnorm.forward(edge_bias_conv2d(x, read(self.kernel)))[0]
+        if initializing():  # the actnorm initialises (in float32) from the conv's own output
+            out = edge_bias_conv2d(x, tf.cast(read(self.kernel), x.dtype))
+            return tf.cast(self.actnorm.forward(tf.cast(out, tf.float32))[0], x.dtype)
         # The actnorm after the conv: (conv(x, W) + b) * exp(logs).
         return scaled_conv2d(x, read(self.kernel), read(self.actnorm.bias), tf.exp(self.actnorm.logs))
 
 
 class ZeroConv2D(keras.layers.Layer):
-    """The original's ``conv2d_zeros``: ``(conv(x) + b) * exp(3 * logs)``, all zeros at init."""
+    """The original's ``conv2d_zeros``: ``(conv(x) + b) * exp(3 * logs)``, all zeros at init.
+
+    Computes in its dtype policy's compute dtype (float32 unless given another policy).
+    """
 
     def __init__(self, n_in, n_out, kernel_size=(3, 3), **kwargs):
+        kwargs.setdefault("dtype", FLOAT32)
         super().__init__(**kwargs)
+        # autocast=False: read as float32 under any policy; the layer casts what it computes with.
         self.kernel = self.add_weight("W", shape=_kernel_shape(n_in, n_out, tuple(kernel_size)),
-                                      initializer="zeros")
-        self.bias = self.add_weight("b", shape=[1, 1, 1, n_out], initializer="zeros")
-        self.scaled_logs = self.add_weight("logs", shape=[1, n_out], initializer="zeros")
+                                      initializer="zeros", autocast=False)
+        self.bias = self.add_weight("b", shape=[1, 1, 1, n_out], initializer="zeros", autocast=False)
+        self.scaled_logs = self.add_weight("logs", shape=[1, n_out], initializer="zeros", autocast=False)
 
     def output_scale(self):
         return tf.exp(read(self.scaled_logs) * LOGSCALE_FACTOR)  # [1, n_out]
@@ -181,6 +217,7 @@ class LinearZeros(keras.layers.Layer):
     """The original's ``linear_zeros``: ``(x @ W + b) * exp(3 * logs)``, all zeros at init."""
 
     def __init__(self, n_in, n_out, **kwargs):
+        kwargs.setdefault("dtype", FLOAT32)
         super().__init__(**kwargs)
         self.kernel = self.add_weight("W", shape=[n_in, n_out], initializer="zeros")
         self.bias = self.add_weight("b", shape=[1, n_out], initializer="zeros")

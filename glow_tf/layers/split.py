@@ -18,6 +18,7 @@ Both priors are N(mean, exp(logs)^2); log p(z) = log N(eps; 0, 1) - sum(logs).
 import tensorflow as tf
 import tf_keras as keras
 
+from glow_tf.layers.base import FLOAT32
 from glow_tf.layers.nn import LinearZeros, ZeroConv2D
 from glow_tf.layers.squeeze import squeeze2d, unsqueeze2d
 
@@ -31,6 +32,7 @@ class Split(keras.layers.Layer):
     """Splits off half the channels as a latent under a prior conditioned on the other half."""
 
     def __init__(self, n_channels, **kwargs):
+        kwargs.setdefault("dtype", FLOAT32)  # a prior's density is float32 under any global policy
         super().__init__(**kwargs)
         if not isinstance(n_channels, int) or n_channels < 2 or n_channels % 2:
             raise ValueError(f"Split: expected an even n_channels >= 2, got {n_channels!r}")
@@ -60,6 +62,7 @@ class TopPrior(keras.layers.Layer):
     """The prior of the last level's z, optionally learned (learntop) and class-conditional (ycond)."""
 
     def __init__(self, shape, learntop=False, ycond=False, n_y=10, **kwargs):
+        kwargs.setdefault("dtype", FLOAT32)
         super().__init__(**kwargs)
         height, width, channels = shape
         self.shape = (height, width, channels)
