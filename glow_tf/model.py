@@ -108,21 +108,23 @@ class Glow(keras.Model):
         ``config.precision``, as a Keras layer's ``dtype`` argument; the rest of the model
         computes in float32 whatever the policy (``layers.FlowLayer``).
 
-    ``config`` holds the resolved precision afterwards.
+    ``precision``: what the coupling networks compute in (the resolved policy name).
     """
 
     def __init__(self, config: GlowConfig, dtype=None, **kwargs):
         if not isinstance(config, GlowConfig):
             raise ValueError(f"Glow: expected a GlowConfig, got {type(config).__name__}")
-        config = config.replace(precision=(check_precision("Glow.dtype", getattr(dtype, "name", dtype)) if dtype
-                                           else resolve_precision(config.precision)))
+        precision = (check_precision("Glow.dtype", getattr(dtype, "name", dtype)) if dtype
+                     else resolve_precision(config.precision))
         super().__init__(name=kwargs.pop("name", "glow"), dtype=FLOAT32, **kwargs)
         self.config = config
+        self.precision = precision
         level_shapes = config.level_shapes()
         self.levels = []
         for level, (_, _, channels) in enumerate(level_shapes):
             def make_step(step, level=level, channels=channels):
-                return FlowStep(channels, config, seed=(config.seed, level, step), name="step")
+                return FlowStep(channels, config.replace(precision=precision), seed=(config.seed, level, step),
+                                name="step")
             self.levels.append(FlowScan(make_step, config.depth, memory_saving=config.gradient_checkpointing,
                                         name=f"level_{level}"))
         self.splits = [Split(channels, name=f"pool{level}")

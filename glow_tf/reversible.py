@@ -89,7 +89,8 @@ def scan_forward(scan, x, cond=None, invert=True):
 
 def _forward_storing(scan, layers, slices, x, cond):
     """The forward loop, layer by layer -> (z, log_det, stored): ``stored[k]`` holds layer k's
-    input and then the tensors its ``forward_saving`` saved (of ``layer.saved_dtypes()``), each [depth, ...]."""
+    input and then the tensors its ``forward_saving`` saved (of ``layer.saved_dtypes()``), each [depth, ...]
+    (stacked: ``tf.vectorized_map`` cannot read a TensorArray, and batch Jacobians need it)."""
     def step(i, z, log_det, stores):
         stores = [list(store) for store in stores]
         with parameters_as(scan.template.variables, slices(i)):

@@ -306,7 +306,7 @@ class Trainer:
             saved = checkpoints.read_run_config(logdir)["model"]
             check_same_model(saved, self.model.config, f"--restore_path {path}")
             self.state.restore_weights(prefix)
-            note = checkpoints.precision_change(saved, self.model.config.precision)
+            note = checkpoints.precision_change(saved, self.model.precision)
             return f"glow_tf checkpoint {prefix} (weights, Polyak average, optimizer slots){'; ' + note if note else ''}"
         return f"original OpenAI checkpoint {prefix} ({self.state.restore_original(prefix)})"
 
@@ -578,7 +578,7 @@ class TrainingRun:
         if changed:
             self._print("Note: resuming with changed flags (the run will not match an uninterrupted one): "
                         + ", ".join(changed))
-        precision_note = checkpoints.precision_change(saved["model"], self.trainer.model.config.precision)
+        precision_note = checkpoints.precision_change(saved["model"], self.trainer.model.precision)
         if precision_note:
             self._print(f"Note: {precision_note}")
 

@@ -8,9 +8,9 @@ import pytest
 import tensorflow as tf
 
 from conftest import jacobian_log_det, perturb, tiny_config
-from glow_tf.layers import (ActNorm, AdditiveCoupling, AffineCoupling, ConvActNorm, FlowLayer, InvertibleConv1x1,
-                            InvertibleConv1x1LU, LinearZeros, Reverse, Shuffle, Split, Squeeze, TopPrior,
-                            ZeroConv2D, data_dependent_init, parameters_as, read, squeeze2d, unsqueeze2d)
+from glow_tf.layers import (ActNorm, AdditiveCoupling, AffineCoupling, ConvActNorm, CouplingNetwork, FlowLayer,
+                            InvertibleConv1x1, InvertibleConv1x1LU, LinearZeros, Reverse, Shuffle, Split, Squeeze,
+                            TopPrior, ZeroConv2D, data_dependent_init, parameters_as, read, squeeze2d, unsqueeze2d)
 from glow_tf.layers.base import initializing
 from glow_tf.layers.nn import conv2d_same, edge_bias_conv2d
 from glow_tf.model import FlowStep
@@ -380,7 +380,9 @@ def test_coupling_formulas_first_half_conditions():
 
     affine = AffineCoupling(4, width=8)
     perturb(affine.trainable_variables, 0.3, seed=2)
-    h = affine.f1(x1).numpy()
+    network = CouplingNetwork(2, 8, 4)  # the original's f: its output channels in the original's order
+    network.set_weights(affine.f1.get_weights())
+    h = network(x1).numpy()
     assert h.shape == x.shape  # n_out = C: shift and scale interleaved
     shift, scale = h[..., 0::2], 1 / (1 + np.exp(-(h[..., 1::2] + 2.0)))
     z, log_det = affine.forward(x)
@@ -511,7 +513,9 @@ def test_split_prior_mean_and_logs_are_interleaved():
     perturb(split.trainable_variables, 0.3, seed=4)
     x = _x().numpy()
     x1, x2 = x[..., :2], x[..., 2:]
-    h = split.conv(x1).numpy()  # 2 * (C/2) = C channels
+    conv = ZeroConv2D(2, 4)  # the original's conv2d_zeros: its output channels in the original's order
+    conv.set_weights(split.conv.get_weights())
+    h = conv(x1).numpy()  # 2 * (C/2) = C channels
     assert h.shape == x.shape
     mean, logs = h[..., 0::2], h[..., 1::2]
     z1, eps, log_det = split.forward(x)

@@ -71,14 +71,14 @@ def test_keras_global_policy_and_dtype_argument_set_the_precision():
     keras.mixed_precision.set_global_policy(MIXED)
     try:
         model = glow_tf.Glow(tiny_config())
-        assert model.config.precision == MIXED and model.compute_dtype == "float32"
+        assert model.precision == MIXED and model.compute_dtype == "float32"
         assert model.levels[0].template.coupling.f1.compute_dtype == "bfloat16"
         assert model.levels[0].template.actnorm.compute_dtype == "float32"
-        assert glow_tf.Glow(tiny_config(precision="float32")).config.precision == "float32"
+        assert glow_tf.Glow(tiny_config(precision="float32")).precision == "float32"
     finally:
         keras.mixed_precision.set_global_policy(previous)
-    assert glow_tf.Glow(tiny_config()).config.precision == "float32"
-    assert glow_tf.Glow(tiny_config(), dtype=MIXED).config.precision == MIXED
+    assert glow_tf.Glow(tiny_config()).precision == "float32"
+    assert glow_tf.Glow(tiny_config(), dtype=MIXED).precision == MIXED
     with pytest.raises(ValueError, match=r"Glow.dtype: expected a precision .* in \['float32', 'mixed_bfloat16'\], "
                                          r"got 'mixed_float16'"):
         glow_tf.Glow(tiny_config(), dtype="mixed_float16")
@@ -144,7 +144,7 @@ def test_a_checkpoint_written_in_one_precision_resumes_and_restores_in_the_other
     assert checkpoints.resolve(logdir)[1].endswith("ckpt-84")
     restored = {precision: checkpoints.restore_model(logdir, use_ema=False, precision=precision)
                 for precision in ("float32", MIXED)}
-    assert [restored[p].config.precision for p in ("float32", MIXED)] == ["float32", MIXED]
+    assert [restored[p].precision for p in ("float32", MIXED)] == ["float32", MIXED]
     for a, b in zip(restored["float32"].variables, restored[MIXED].variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.name)
 

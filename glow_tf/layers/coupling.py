@@ -33,14 +33,16 @@ class CouplingNetwork(keras.layers.Layer):
     """The original's ``f``: [N, H, W, n_in] -> float32 [N, H, W, n_out], computed in ``precision``.
 
     Its layers compute in the dtype of their input, which the network casts to its compute
-    dtype: ``precision``'s, or the one ``layers.precision_as`` sets.
+    dtype: ``precision``'s, or the one ``layers.precision_as`` sets. ``even_channels_first``:
+    the output's channels in the order 0, 2, 4, ..., 1, 3, 5, ... (``ZeroConv2D``).
     """
 
-    def __init__(self, n_in, width, n_out, precision=FLOAT32, **kwargs):
+    def __init__(self, n_in, width, n_out, precision=FLOAT32, even_channels_first=False, **kwargs):
         super().__init__(dtype=check_precision("CouplingNetwork", precision), autocast=False, **kwargs)
         self.l_1 = ConvActNorm(n_in, width, (3, 3), name="l_1", dtype=precision, autocast=False)
         self.l_2 = ConvActNorm(width, width, (1, 1), name="l_2", dtype=precision, autocast=False)
-        self.l_last = ZeroConv2D(width, n_out, (3, 3), name="l_last", dtype=precision, autocast=False)
+        self.l_last = ZeroConv2D(width, n_out, (3, 3), even_channels_first, name="l_last", dtype=precision,
+                                 autocast=False)
 
     @property
     def network_dtype(self) -> tf.DType:
@@ -107,11 +109,11 @@ class Coupling(FlowLayer):
     ``precision``: NN's tf_keras dtype policy (``PRECISIONS``); the coupling itself is float32.
     """
 
-    def __init__(self, n_channels, width, n_out, precision=FLOAT32, **kwargs):
+    def __init__(self, n_channels, width, n_out, precision=FLOAT32, even_channels_first=False, **kwargs):
         super().__init__(**kwargs)
         _check(type(self).__name__, n_channels, width)
         self.n_channels = n_channels
-        self.f1 = CouplingNetwork(n_channels // 2, width, n_out, precision, name="f1")
+        self.f1 = CouplingNetwork(n_channels // 2, width, n_out, precision, even_channels_first, name="f1")
 
     def saved_dtypes(self):
         return self.f1.saved_dtypes()
@@ -164,11 +166,14 @@ class AffineCoupling(Coupling):
     """``z2 <- (z2 + shift) * sigmoid(raw_scale + 2)`` (flow_coupling=1)."""
 
     def __init__(self, n_channels, width, precision=FLOAT32, **kwargs):
-        super().__init__(n_channels, width, n_channels, precision, **kwargs)
+        # The network's output channels come even first: the original's h[..., 0::2] and
+        # h[..., 1::2] are its two halves.
+        super().__init__(n_channels, width, n_channels, precision, even_channels_first=True, **kwargs)
 
     @staticmethod
     def _shift_and_scale_logit(h):
-        return h[..., 0::2], h[..., 1::2] + 2.0  # scale = sigmoid(scale_logit)
+        shift, raw_scale = tf.split(h, 2, axis=3)  # the original's h[..., 0::2], h[..., 1::2]
+        return shift, raw_scale + 2.0  # scale = sigmoid(scale_logit)
 
     def couple(self, z2, h):
         shift, scale_logit = self._shift_and_scale_logit(h)

@@ -145,6 +145,18 @@ def edge_bias_conv2d(x, kernel):
     return conv2d_same(x, kernel[:, :, :n_in]) + _edge_term(kernel[:, :, n_in:], x.shape[1], x.shape[2])
 
 
+def _edge_padded(x, kernel_h, kernel_w):
+    """The original's ``add_edge_padding``: x zero-padded for a VALID conv, and the border channel
+    (1 on the padding, 0 inside) appended: [N, H + kh - 1, W + kw - 1, C + 1]."""
+    pad_h, pad_w = kernel_h // 2, kernel_w // 2
+    height, width = x.shape[1], x.shape[2]
+    border = np.pad(np.zeros([1, height, width, 1]), [[0, 0], [pad_h, pad_h], [pad_w, pad_w], [0, 0]],
+                    constant_values=1.0)  # [1, H + 2 pad_h, W + 2 pad_w, 1]
+    padded = tf.pad(x, [[0, 0], [pad_h, pad_h], [pad_w, pad_w], [0, 0]])
+    border = tf.broadcast_to(tf.constant(border, x.dtype), tf.concat([tf.shape(x)[:1], border.shape[1:]], 0))
+    return tf.concat([padded, border], axis=3)
+
+
 def scaled_conv2d(x, kernel, bias, scale):
     """``(edge_bias_conv2d(x, kernel) + bias) * scale`` with a per-output-channel ``scale``, in x's dtype.
 
@@ -152,8 +164,24 @@ def scaled_conv2d(x, kernel, bias, scale):
     pass over the activations, and the gradient of s needs no sum over every pixel (slow under
     XLA on CPU). The float32 parameters are combined first, then cast to x's dtype (bfloat16
     under mixed precision).
+
+    Outside XLA the bias is a BiasAdd straight after the convolution, which Grappler fuses with
+    it (and with a relu that follows) into one oneDNN or cuDNN op; the border channel joins the
+    input where the input has fewer channels than the output (the original's padding, then a
+    VALID conv), else its constant contribution joins the bias.
     """
-    return edge_bias_conv2d(x, tf.cast(kernel * scale, x.dtype)) + tf.cast(bias * scale, x.dtype)
+    kernel = tf.cast(kernel * scale, x.dtype)
+    bias = tf.cast(bias * scale, x.dtype)
+    if compiled_by_xla():
+        return edge_bias_conv2d(x, kernel) + bias
+    kernel_h, kernel_w, n_in, n_out = kernel.shape
+    bias = tf.reshape(bias, [n_out])
+    if kernel_h == kernel_w == 1:
+        return tf.nn.bias_add(tf.nn.conv2d(x, kernel, 1, "VALID"), bias)
+    if n_in <= n_out:
+        return tf.nn.bias_add(tf.nn.conv2d(_edge_padded(x, kernel_h, kernel_w), kernel, 1, "VALID"), bias)
+    border = _edge_term(kernel[:, :, n_in - 1:], x.shape[1], x.shape[2])  # [1, H, W, n_out]
+    return conv2d_same(x, kernel[:, :, :n_in - 1]) + (border + bias)
 
 
 def _kernel_shape(n_in, n_out, kernel_size):
@@ -188,12 +216,18 @@ class ConvActNorm(keras.layers.Layer):
 class ZeroConv2D(keras.layers.Layer):
     """The original's ``conv2d_zeros``: ``(conv(x) + b) * exp(3 * logs)``, all zeros at init.
 
-    Computes in its dtype policy's compute dtype (float32 unless given another policy).
+    Computes in the dtype of its input. With ``even_channels_first`` its output holds the
+    original's output channels 0, 2, 4, ... and then 1, 3, 5, ...: where the original splits
+    them as h[..., 0::2] and h[..., 1::2], the two are contiguous halves (a strided slice of
+    the activations, and its gradient, cost a pass each over them outside XLA; the parameters'
+    columns are permuted instead). The variables keep the original's layout.
     """
 
-    def __init__(self, n_in, n_out, kernel_size=(3, 3), **kwargs):
+    def __init__(self, n_in, n_out, kernel_size=(3, 3), even_channels_first=False, **kwargs):
         kwargs.setdefault("dtype", FLOAT32)
         super().__init__(**kwargs)
+        self.output_order = (np.concatenate([np.arange(0, n_out, 2), np.arange(1, n_out, 2)]).astype(np.int32)
+                             if even_channels_first else None)
         # autocast=False: read as float32 under any policy; the layer casts what it computes with.
         self.kernel = self.add_weight("W", shape=_kernel_shape(n_in, n_out, tuple(kernel_size)),
                                       initializer="zeros", autocast=False)
@@ -204,7 +238,10 @@ class ZeroConv2D(keras.layers.Layer):
         return tf.exp(read(self.scaled_logs) * LOGSCALE_FACTOR)  # [1, n_out]
 
     def call(self, x):
-        return scaled_conv2d(x, read(self.kernel), read(self.bias), self.output_scale())
+        kernel, bias, scale = read(self.kernel), read(self.bias), self.output_scale()
+        if self.output_order is not None:
+            kernel, bias, scale = (tf.gather(p, self.output_order, axis=-1) for p in (kernel, bias, scale))
+        return scaled_conv2d(x, kernel, bias, scale)
 
     def on_zeros(self, height, width):
         """The output for an all-zero input, [1, H, W, n_out]: only bias and border remain."""

@@ -37,11 +37,10 @@ class Split(keras.layers.Layer):
         if not isinstance(n_channels, int) or n_channels < 2 or n_channels % 2:
             raise ValueError(f"Split: expected an even n_channels >= 2, got {n_channels!r}")
         self.n_channels = n_channels
-        self.conv = ZeroConv2D(n_channels // 2, n_channels, name="conv")
+        self.conv = ZeroConv2D(n_channels // 2, n_channels, even_channels_first=True, name="conv")
 
     def _prior(self, z1):
-        h = self.conv(z1)
-        return h[..., 0::2], h[..., 1::2]  # mean, logs
+        return tf.split(self.conv(z1), 2, axis=3)  # mean, logs: the original's h[..., 0::2], h[..., 1::2]
 
     def forward(self, z):
         """z [N, H, W, C] -> (squeeze2d(z1) [N, H/2, W/2, 2C], eps [N, H, W, C/2], log|d eps/d z2| [N])."""
