@@ -25,8 +25,8 @@ import itertools
 from benchmarks import harness, workloads  # before TensorFlow: they import glow_tf
 import tensorflow as tf
 
-PRECISIONS = ("float32", "mixed_bfloat16")
-ENGINES = {"XLA": True, "graph": False}  # name -> jit_compile
+from benchmarks.workloads import ENGINES, PRECISIONS
+
 # (implementation, precision, engine) of every timed mode.
 MODES = ([("glow_tf", precision, engine) for precision, engine in itertools.product(PRECISIONS, ENGINES)]
          + [("tfp", "float32", engine) for engine in ENGINES])
@@ -37,19 +37,19 @@ def mode_name(mode):
     return " ".join(mode)
 
 
-def make_step(mode, batch):
+def make_step(mode, batch, depth):
     implementation, precision, engine = mode
     if implementation == "glow_tf":
-        return workloads.glow_tf_train_step(batch, precision=precision, jit_compile=ENGINES[engine])
-    return workloads.tfp_train_step(batch, jit_compile=ENGINES[engine])
+        return workloads.glow_tf_train_step(batch, depth, precision=precision, jit_compile=ENGINES[engine])
+    return workloads.tfp_train_step(batch, depth, jit_compile=ENGINES[engine])
 
 
-def bench_batch(batch, modes, rounds, calls):
+def bench_batch(batch, modes, rounds, calls, depth=workloads.DEPTH):
     x = tf.constant(workloads.images(batch))
-    steps = {mode: make_step(mode, batch) for mode in modes}
+    steps = {mode: make_step(mode, batch, depth) for mode in modes}
     compile_s = {mode: harness.compile_seconds(step, x) for mode, step in steps.items()}
     times = harness.interleaved(steps, {mode: (x,) for mode in steps}, rounds, calls)
-    flops = workloads.conv_flops_per_image() * workloads.TRAIN_FLOPS_FACTOR * batch
+    flops = workloads.conv_flops_per_image(depth) * workloads.TRAIN_FLOPS_FACTOR * batch
     result = {}
     for mode in steps:
         wall = harness.summary(times[mode]["wall"])
@@ -77,14 +77,16 @@ def main(argv=None):
     parser.add_argument("--batches", type=int, nargs="+", default=[16, 32, 64])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--calls", type=int, default=2, help="steps of each mode per round")
-    parser.add_argument("--quick", action="store_true", help="batch 4, one round of one step, results.json untouched")
+    parser.add_argument("--quick", action="store_true",
+                        help="depth 1, batch 4, one round of one step, results.json untouched: a smoke test")
     args = parser.parse_args(argv)
+    depth = 1 if args.quick else workloads.DEPTH
     if args.quick:
         args.batches, args.rounds, args.calls = [4], 1, 1
 
     load_start = harness.load_average()
     peak_runs = [peaks()]
-    results = {batch: bench_batch(batch, MODES, args.rounds, args.calls) for batch in args.batches}
+    results = {batch: bench_batch(batch, MODES, args.rounds, args.calls, depth) for batch in args.batches}
     peak_runs.append(peaks())
     load_end = harness.load_average()
     peak = {key: max(run[key] for run in peak_runs) for key in peak_runs[0]}
@@ -92,7 +94,7 @@ def main(argv=None):
     limit = peak[limit_key]
 
     print(f"\nTraining step (forward + backward + Adamax + Polyak), {workloads.IMAGE_SHAPE}, {workloads.N_LEVELS} "
-          f"levels x depth {workloads.DEPTH}, width {workloads.WIDTH}, affine, 1x1 conv; load average "
+          f"levels x depth {depth}, width {workloads.WIDTH}, affine, 1x1 conv; load average "
           f"{load_start} -> {load_end}")
     print("2048 x 2048 matmul, GFLOP/s (best of two runs): " + ", ".join(
         f"{dtype} {engine} {value:.0f}" for (dtype, engine), value in peak.items())

@@ -36,12 +36,16 @@ N_DIMS = int(np.prod(IMAGE_SHAPE))
 BITS_PER_NAT = 1.0 / (math.log(2.0) * N_DIMS)
 LEARNING_RATE = 1e-3
 POLYAK_DECAY = 0.999  # the original's beta2 = 1 - 1 / (train_its * polyak_epochs), for 1000 its
+PRECISIONS = ("float32", "mixed_bfloat16")  # glow_tf's (TFP's layers take no Keras policy)
+ENGINES = {"XLA": True, "graph": False}  # name -> jit_compile; "graph": TensorFlow's own kernels (oneDNN on CPU)
 
 
-def glow_tf_config(depth=DEPTH, gradient_checkpointing=False, precision="float32"):
+def glow_tf_config(depth=DEPTH, gradient_checkpointing=False, precision=None):
+    """``precision`` None: the config's default (bench_scale also builds glow_tf from before it had one)."""
     return glow_tf.GlowConfig(image_size=IMAGE_SHAPE[0], n_channels=IMAGE_SHAPE[2], n_levels=N_LEVELS,
                               depth=depth, width=WIDTH, flow_permutation=2, flow_coupling=1,
-                              gradient_checkpointing=gradient_checkpointing, precision=precision)
+                              gradient_checkpointing=gradient_checkpointing,
+                              **({} if precision is None else {"precision": precision}))
 
 
 def images(batch, seed=0):
@@ -55,7 +59,7 @@ def preprocess(x_uint8):
 
 
 # --------------------------------------------------------------------------- the models
-def make_glow_tf(batch, depth=DEPTH, gradient_checkpointing=False, precision="float32"):
+def make_glow_tf(batch, depth=DEPTH, gradient_checkpointing=False, precision=None):
     """An initialised glow_tf Glow (data-dependent init on one batch)."""
     model = glow_tf.Glow(glow_tf_config(depth, gradient_checkpointing, precision))
     model.initialize(images(batch, seed=1))
@@ -103,7 +107,7 @@ def make_train_step(loss_fn, variables, jit_compile=True):
     return step
 
 
-def glow_tf_train_step(batch, depth=DEPTH, gradient_checkpointing=False, precision="float32", jit_compile=True):
+def glow_tf_train_step(batch, depth=DEPTH, gradient_checkpointing=False, precision=None, jit_compile=True):
     model = make_glow_tf(batch, depth, gradient_checkpointing, precision)
     return make_train_step(glow_tf_loss(model), model.trainable_variables, jit_compile)
 

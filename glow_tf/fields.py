@@ -39,6 +39,7 @@ class Rule:
     expected: str
     holds: Callable[[Any], bool]
     choices: Optional[Tuple] = None  # the values a flag offers (an enum flag for strings)
+    boolean: bool = False  # a boolean flag (--name / --noname), also when its default is None
 
 
 def _is_int(value) -> bool:
@@ -56,7 +57,11 @@ def int_at_least(low, note="") -> Rule:
 POSITIVE_INT = Rule("a positive int", lambda v: _is_int(v) and v >= 1)
 INT_OR_MINUS_ONE = Rule("-1 or an int >= 1", lambda v: _is_int(v) and (v == -1 or v >= 1))
 POSITIVE_FLOAT = Rule("a float > 0", lambda v: _is_number(v) and v > 0)
-BOOL = Rule("a bool", lambda v: isinstance(v, bool))
+BOOL = Rule("a bool", lambda v: isinstance(v, bool), boolean=True)
+
+
+def bool_or_none(meaning_of_none) -> Rule:
+    return Rule(f"a bool or None ({meaning_of_none})", lambda v: v is None or isinstance(v, bool), boolean=True)
 STRING = Rule("a string", lambda v: isinstance(v, str))
 
 

@@ -24,6 +24,7 @@ from typing import Optional
 from glow_tf import fields
 from glow_tf.config import GlowConfig
 from glow_tf.data.config import DataConfig
+from glow_tf.layers.base import resolve_precision
 from glow_tf.optim import OPTIMIZERS
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
@@ -131,7 +132,12 @@ class TrainConfig:
     tpu: str = fields.field("", "TPU address or name for --strategy tpu ('' = local TPU VM / Colab).", fields.STRING)
     cpu_replicas: int = fields.field(0, "Split the CPU into this many logical devices (0: leave it), so that "
                                      "--strategy mirrored can be tried without GPUs.", fields.int_at_least(0))
-    jit_compile: bool = fields.field(True, "Compile the training step with XLA.", fields.BOOL)
+    jit_compile: Optional[bool] = fields.field(
+        None, "Compile the training step (and the test pass and sample grids) with XLA; --nojit_compile runs them "
+        "as TensorFlow graphs, whose convolutions are TensorFlow's own (oneDNN on CPU, cuDNN on GPU). Default: "
+        "the faster on CPU, measured (benchmarks/bench_train.py): XLA in float32, the TensorFlow graph in "
+        "mixed_bfloat16 (XLA:CPU gains nothing from bfloat16; oneDNN's bfloat16 kernels are the fastest here).",
+        fields.bool_or_none("the faster for --precision"))
     steps_per_execution: int = fields.field(1, "Training steps run in one tf.function call (fewer host "
                                             "round trips; logs and checkpoints happen between calls).",
                                             fields.POSITIVE_INT)
@@ -211,6 +217,13 @@ class TrainConfig:
     def with_flags(self, **changes) -> "TrainConfig":
         """This config with some flags changed (``from_flags`` of the changed flags)."""
         return TrainConfig.from_flags(self.flags(), **changes)
+
+    @property
+    def xla(self) -> bool:
+        """Whether XLA compiles the step: ``jit_compile``, or by default the faster for the precision."""
+        if self.jit_compile is not None:
+            return self.jit_compile
+        return resolve_precision(self.model.precision) == "float32"
 
     def model_for(self, info) -> GlowConfig:
         """The model's config for the data loaded (``data.DatasetInfo``): its size, channels and classes."""

@@ -238,7 +238,7 @@ class Compilation:
 
     @classmethod
     def of(cls, config: TrainConfig, strategy, n_replicas) -> "Compilation":
-        jit = config.jit_compile and not isinstance(strategy, tf.distribute.TPUStrategy)  # TPUs compile anyway
+        jit = config.xla and not isinstance(strategy, tf.distribute.TPUStrategy)  # TPUs compile anyway
         single = n_replicas == 1
         return cls(whole_step=jit and single, replica_grads=jit and not single, eval=jit, sample=jit)
 

@@ -31,7 +31,7 @@ def define_flags(flag_values=flags.FLAGS):
     defaults = train_config.flag_defaults()
     for name, flag in train_config.FLAGS.items():
         default, help_text = defaults[name], flag.help
-        if isinstance(default, bool):
+        if isinstance(default, bool) or (default is None and flag.field.metadata["rule"].boolean):
             flags.DEFINE_bool(name, default, help_text, flag_values=flag_values)
         elif isinstance(default, int):
             flags.DEFINE_integer(name, default, help_text, flag_values=flag_values)

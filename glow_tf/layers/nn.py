@@ -87,10 +87,35 @@ def _has_accelerator() -> bool:
 
 def conv2d_same(x, kernel):
     """``tf.nn.conv2d(x, kernel, 1, "SAME")`` for odd kernels, on the fastest kernels of the engine
-    that runs it: as matmuls (``_matmul_conv2d_same``) under XLA without accelerators, else as it is."""
+    that runs it: as matmuls (``_matmul_conv2d_same``) under XLA without accelerators; elsewhere
+    TensorFlow's own, with the kernel's gradient as one matmul when the outputs are few
+    (``_few_outputs_conv2d_same``)."""
     if compiled_by_xla() and not _has_accelerator():
         return _matmul_conv2d_same(x, kernel)
+    kernel_h, kernel_w, n_in, n_out = kernel.shape
+    if kernel_h * kernel_w * n_out <= n_in:
+        return _few_outputs_conv2d_same(x, kernel)
     return tf.nn.conv2d(x, kernel, 1, "SAME")
+
+
+def _in_scope(scope):
+    """The name scope ``scope`` (absolute) again: a hand-written gradient's ops are named as the
+    layer whose forward they differentiate (profiles and graph dumps name them by layer)."""
+    return tf.name_scope(scope + "/" if scope else "")
+
+
+def _kernel_gradient(x, grad_out, kernel_shape):
+    """The gradient of a SAME convolution's kernel, as one matmul over all pixels: of the input's
+    neighbourhoods with the output gradient, or of the input with the output gradient's
+    (flipped) neighbourhoods, whichever has fewer channels."""
+    kernel_h, kernel_w, n_in, n_out = kernel_shape
+    if n_in <= n_out:
+        patches = tf.reshape(_neighbourhoods(x, kernel_h, kernel_w), [-1, kernel_h * kernel_w * n_in])
+        grad_kernel = tf.matmul(patches, tf.reshape(grad_out, [-1, n_out]), transpose_a=True)
+        return tf.reshape(grad_kernel, kernel_shape)
+    patches = tf.reshape(_neighbourhoods(grad_out, kernel_h, kernel_w, flip=True), [-1, kernel_h * kernel_w * n_out])
+    grad_kernel = tf.matmul(tf.reshape(x, [-1, n_in]), patches, transpose_a=True)  # [n_in, kh*kw*n_out]
+    return tf.transpose(tf.reshape(grad_kernel, [n_in, kernel_h, kernel_w, n_out]), [1, 2, 0, 3])
 
 
 @tf.autograph.experimental.do_not_convert
@@ -99,27 +124,32 @@ def _matmul_conv2d_same(x, kernel):
     """``tf.nn.conv2d(x, kernel, 1, "SAME")`` for odd kernels as matmuls, with hand-written gradients.
 
     The input gradient is the SAME convolution of the output gradient with the flipped,
-    transposed kernel. The kernel gradient is one matmul over all pixels: of the input's
-    neighbourhoods with the output gradient, or of the input with the output gradient's
-    (flipped) neighbourhoods, whichever has fewer channels.
+    transposed kernel; the kernel's is ``_kernel_gradient``.
     """
-    kernel_h, kernel_w, n_in, n_out = kernel.shape
+    scope = tf.get_current_name_scope()
 
     def grad(grad_out):
-        flipped = tf.transpose(kernel[::-1, ::-1], [0, 1, 3, 2])  # [kh, kw, n_out, n_in]
-        grad_x = _conv_same(grad_out, flipped)
-        if n_in <= n_out:
-            patches = tf.reshape(_neighbourhoods(x, kernel_h, kernel_w), [-1, kernel_h * kernel_w * n_in])
-            grad_kernel = tf.matmul(patches, tf.reshape(grad_out, [-1, n_out]), transpose_a=True)
-            grad_kernel = tf.reshape(grad_kernel, kernel.shape)
-        else:
-            patches = tf.reshape(_neighbourhoods(grad_out, kernel_h, kernel_w, flip=True),
-                                 [-1, kernel_h * kernel_w * n_out])
-            grad_kernel = tf.matmul(tf.reshape(x, [-1, n_in]), patches, transpose_a=True)  # [n_in, kh*kw*n_out]
-            grad_kernel = tf.transpose(tf.reshape(grad_kernel, [n_in, kernel_h, kernel_w, n_out]), [1, 2, 0, 3])
-        return grad_x, grad_kernel
+        with _in_scope(scope):
+            flipped = tf.transpose(kernel[::-1, ::-1], [0, 1, 3, 2])  # [kh, kw, n_out, n_in]
+            return _conv_same(grad_out, flipped), _kernel_gradient(x, grad_out, kernel.shape)
 
     return _conv_same(x, kernel), grad
+
+
+@tf.autograph.experimental.do_not_convert
+@tf.custom_gradient
+def _few_outputs_conv2d_same(x, kernel):
+    """TensorFlow's SAME convolution with few outputs; its kernel's gradient is ``_kernel_gradient``
+    (oneDNN's kernel gradient of a 128 -> 12 channel convolution ran at half its matmul's rate)."""
+    scope = tf.get_current_name_scope()
+
+    def grad(grad_out):
+        with _in_scope(scope):
+            grad_x = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=kernel, out_backprop=grad_out,
+                                                    strides=[1, 1, 1, 1], padding="SAME")
+            return grad_x, _kernel_gradient(x, grad_out, kernel.shape)
+
+    return tf.nn.conv2d(x, kernel, 1, "SAME"), grad
 
 
 def pointwise(x, matrix):
@@ -157,6 +187,29 @@ def _edge_padded(x, kernel_h, kernel_w):
     return tf.concat([padded, border], axis=3)
 
 
+@tf.autograph.experimental.do_not_convert
+@tf.custom_gradient
+def _edge_padded_conv2d(x, kernel):
+    """The VALID conv of ``_edge_padded(x)`` with ``kernel`` [kh, kw, C + 1, n_out] (= edge_bias_conv2d).
+
+    Its input's gradient is the SAME convolution's of x's own C channels: TensorFlow's gradient
+    of the padded input computes one more channel and the padding ring, and slices them off.
+    """
+    kernel_h, kernel_w, n_in, _ = kernel.shape
+    padded = _edge_padded(x, kernel_h, kernel_w)
+    scope = tf.get_current_name_scope()
+
+    def grad(grad_out):
+        with _in_scope(scope):
+            grad_x = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=kernel[:, :, :n_in - 1],
+                                                    out_backprop=grad_out, strides=[1, 1, 1, 1], padding="SAME")
+            grad_kernel = tf.raw_ops.Conv2DBackpropFilter(input=padded, filter_sizes=kernel.shape,
+                                                          out_backprop=grad_out, strides=[1, 1, 1, 1], padding="VALID")
+            return grad_x, grad_kernel
+
+    return tf.nn.conv2d(padded, kernel, 1, "VALID"), grad
+
+
 def scaled_conv2d(x, kernel, bias, scale):
     """``(edge_bias_conv2d(x, kernel) + bias) * scale`` with a per-output-channel ``scale``, in x's dtype.
 
@@ -179,9 +232,9 @@ def scaled_conv2d(x, kernel, bias, scale):
     if kernel_h == kernel_w == 1:
         return tf.nn.bias_add(tf.nn.conv2d(x, kernel, 1, "VALID"), bias)
     if n_in <= n_out:
-        return tf.nn.bias_add(tf.nn.conv2d(_edge_padded(x, kernel_h, kernel_w), kernel, 1, "VALID"), bias)
-    border = _edge_term(kernel[:, :, n_in - 1:], x.shape[1], x.shape[2])  # [1, H, W, n_out]
-    return conv2d_same(x, kernel[:, :, :n_in - 1]) + (border + bias)
+        return tf.nn.bias_add(_edge_padded_conv2d(x, kernel), bias)
+    kernel, border_kernel = tf.split(kernel, [n_in - 1, 1], axis=2)  # (a Split's gradient is a concat)
+    return conv2d_same(x, kernel) + (_edge_term(border_kernel, x.shape[1], x.shape[2]) + bias)
 
 
 def _kernel_shape(n_in, n_out, kernel_size):
@@ -213,6 +266,20 @@ class ConvActNorm(keras.layers.Layer):
         return scaled_conv2d(x, read(self.kernel), read(self.actnorm.bias), tf.exp(self.actnorm.logs))
 
 
+def _even_channels_first(parameter):
+    """``parameter`` [..., n] with its last axis in the order 0, 2, 4, ..., 1, 3, 5, ...
+
+    As a product with the permutation matrix (exact): one small matmul, and one for its gradient
+    (strided slices, a concat and their gradients, or a gather and its gradient, are each
+    several ops; they ran once per flow step and cost a tenth of a training step's time).
+    """
+    n = parameter.shape[-1]
+    order = np.concatenate([np.arange(0, n, 2), np.arange(1, n, 2)])
+    permutation = tf.constant(np.eye(n)[:, order], parameter.dtype)  # column j = e_order[j]
+    flat = tf.matmul(tf.reshape(parameter, [-1, n]), permutation)  # [prod(shape[:-1]), n]
+    return tf.reshape(flat, parameter.shape)
+
+
 class ZeroConv2D(keras.layers.Layer):
     """The original's ``conv2d_zeros``: ``(conv(x) + b) * exp(3 * logs)``, all zeros at init.
 
@@ -226,8 +293,7 @@ class ZeroConv2D(keras.layers.Layer):
     def __init__(self, n_in, n_out, kernel_size=(3, 3), even_channels_first=False, **kwargs):
         kwargs.setdefault("dtype", FLOAT32)
         super().__init__(**kwargs)
-        self.output_order = (np.concatenate([np.arange(0, n_out, 2), np.arange(1, n_out, 2)]).astype(np.int32)
-                             if even_channels_first else None)
+        self.even_channels_first = even_channels_first
         # autocast=False: read as float32 under any policy; the layer casts what it computes with.
         self.kernel = self.add_weight("W", shape=_kernel_shape(n_in, n_out, tuple(kernel_size)),
                                       initializer="zeros", autocast=False)
@@ -239,8 +305,8 @@ class ZeroConv2D(keras.layers.Layer):
 
     def call(self, x):
         kernel, bias, scale = read(self.kernel), read(self.bias), self.output_scale()
-        if self.output_order is not None:
-            kernel, bias, scale = (tf.gather(p, self.output_order, axis=-1) for p in (kernel, bias, scale))
+        if self.even_channels_first:
+            kernel, bias, scale = (_even_channels_first(p) for p in (kernel, bias, scale))
         return scaled_conv2d(x, kernel, bias, scale)
 
     def on_zeros(self, height, width):
