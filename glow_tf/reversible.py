@@ -26,7 +26,7 @@ inner ops alive on the tape.
 """
 import tensorflow as tf
 
-from glow_tf.layers.base import parameters_as, read
+from glow_tf.layers.base import parameters_as, read, sum_log_dets
 
 
 def scan_forward(scan, x, cond=None, invert=True):
@@ -93,6 +93,7 @@ def _forward_storing(scan, layers, slices, x, cond):
     (stacked: ``tf.vectorized_map`` cannot read a TensorArray, and batch Jacobians need it)."""
     def step(i, z, log_det, stores):
         stores = [list(store) for store in stores]
+        log_dets = []
         with parameters_as(scan.template.variables, slices(i)):
             for k, layer in enumerate(layers):
                 next_z, layer_log_det, saved = layer.forward_saving(z, cond)
@@ -100,8 +101,9 @@ def _forward_storing(scan, layers, slices, x, cond):
                     raise ValueError(f"{type(layer).__name__}.forward_saving: expected saved tensors of dtypes "
                                      f"{layer.saved_dtypes()} (its saved_dtypes()), got {[t.dtype for t in saved]}")
                 stores[k] = [store.write(i, t) for store, t in zip(stores[k], [z] + saved)]
-                z, log_det = next_z, log_det + layer_log_det
-        return i + 1, z, log_det, stores
+                z = next_z
+                log_dets.append(layer_log_det)
+        return i + 1, z, log_det + sum_log_dets(log_dets), stores
 
     # The saved tensors' shapes are known once traced: their stores take them from the writes.
     stores = [[tf.TensorArray(x.dtype, size=scan.depth, element_shape=x.shape)]

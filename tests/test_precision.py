@@ -1,5 +1,6 @@
 """Mixed precision: only the coupling networks compute in bfloat16; everything that decides
 invertibility and the density stays float32; either precision restores the other's checkpoints."""
+import os
 import shutil
 
 import numpy as np
@@ -11,6 +12,7 @@ import glow_tf
 from conftest import build_model, continuous_batch, tiny_config, tiny_digits
 from glow_tf import checkpoints, data, export, train_lib
 from glow_tf.layers import precision_as
+from glow_tf.train_config import TrainConfig
 
 MIXED = "mixed_bfloat16"
 # The matmul-like ops that do the arithmetic of a flow step (1x1 conv, coupling network, priors).
@@ -160,3 +162,19 @@ def test_export_computes_in_its_own_precision_whatever_the_model_trained_in(tmp_
         expected = model.log_prob(x).numpy()
     # Eager and traced bfloat16 convolutions round differently where a graph optimizer fuses them.
     np.testing.assert_allclose(module.log_prob(x).numpy(), expected, rtol=1e-6 if precision == "float32" else 1e-2)
+
+
+def test_mixed_bfloat16_trains_outside_xla_at_the_quality_programs_size(tmp_path):
+    """The quality program's model and batch (32x32, 3 levels x depth 8, width 128, batch 64) in
+    train.py's default engine for mixed_bfloat16, the TensorFlow graph. At this size Grappler's
+    memory optimizer rewrote the flow-step loop's chained log-det adds into a TemporaryVariable
+    accumulation, and the first step failed with AlreadyExistsError (layers.base.sum_log_dets)."""
+    from benchmarks import precision_quality
+    if not os.path.isdir(precision_quality.DEFAULT_MNIST):
+        pytest.skip(f"{precision_quality.DEFAULT_MNIST} absent (CI provides ../shared beside the repo)")
+    config = TrainConfig.from_flags({**precision_quality.FULL, "data_dir": precision_quality.DEFAULT_MNIST,
+                                     "precision": MIXED, "logdir": str(tmp_path), "n_batch_init": 16, "n_test": 64,
+                                     "max_steps": 2})
+    assert not config.xla
+    train_lib.train_and_evaluate(config)
+    assert checkpoints.resolve(str(tmp_path))[1].endswith("ckpt-2")  # both steps ran and were saved
