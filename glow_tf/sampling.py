@@ -281,6 +281,15 @@ def manipulate_latent(served: ServedGlow, z, direction, alphas, y=None):
     return served.decode(served.unflatten(z + alphas * direction), served.labels(y, len(alphas)))
 
 
+def heldout_datasets(served: ServedGlow, problem, data_dir="", n_images=-1):
+    """``glow_tf.data``'s Datasets of ``problem`` at the model's image size, held-out batches of
+    ``served.batch_size``: ``test`` holds the first ``n_images`` held-out images (-1: the problem's
+    test split), which attribute directions are averaged over; iterate it within ``reading()``."""
+    from glow_tf import data
+    return data.make_datasets(data.DataConfig(problem=problem, data_dir=data_dir, image_size=served.image_shape[0],
+                                              n_test=n_images, n_batch_test=served.batch_size, n_batch_init=1))
+
+
 def class_mean_latents(served: ServedGlow, batches, n_y):
     """(means [n_y, D], counts [n_y]) of the flattened eps of (x uint8, y) batches, by class."""
     sums, counts = None, np.zeros([n_y], np.int64)

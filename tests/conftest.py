@@ -169,3 +169,19 @@ def one_process_run(tmp_path_factory):
     yield run
     run.process.kill()  # if no test waited for it
     run.process.wait()
+
+
+@pytest.fixture(scope="session")
+def demo_server(tmp_path_factory):
+    """glow-demo (tests/demo_process.py) on a tiny class-conditional digits model it trains, with a
+    50 kB upload cap, shared by tests/test_demo_api.py and tests/test_demo_browser.py (one
+    pytest-xdist group: one worker builds it once)."""
+    from demo_process import files_in, start_demo, train_tiny_model
+    root = tmp_path_factory.mktemp("demo")
+    logdir = train_tiny_model(root / "run")
+    model_files = files_in(logdir)
+    server = start_demo(["--model", str(logdir), "--attribute_images", "60", "--examples", "4", "--max_upload_mb",
+                         "0.05"], root)
+    server.logdir, server.model_files = logdir, model_files
+    yield server
+    server.stop()
