@@ -44,18 +44,19 @@ class DemoProcess:
         self.process.wait()
 
 
-def start_demo(args, directory, env=None):
-    """Starts ``python -m glow_tf.demo --port 0 ARGS`` in DIRECTORY/work (created empty); its
-    stdout and stderr go to DIRECTORY/demo.out and .err, its TMPDIR is DIRECTORY/demo.tmp."""
-    work, prefix = os.path.join(directory, "work"), os.path.join(directory, "demo")
-    os.makedirs(work)
+def start_demo(args, directory, cwd=None):
+    """Starts ``python -m glow_tf.demo --port 0 ARGS`` in ``cwd`` (default: DIRECTORY/work, created
+    empty); its stdout and stderr go to DIRECTORY/demo.out and .err, its TMPDIR is DIRECTORY/demo.tmp."""
+    prefix = os.path.join(directory, "demo")
+    work = cwd or os.path.join(directory, "work")
+    os.makedirs(work, exist_ok=cwd is not None)
     os.makedirs(f"{prefix}.tmp")
     # This repository's glow_tf, whichever one the environment has installed.
     python_path = os.pathsep.join(filter(None, [REPO_ROOT, os.environ.get("PYTHONPATH")]))
     with open(f"{prefix}.out", "w") as out, open(f"{prefix}.err", "w") as err:
         process = subprocess.Popen([sys.executable, "-m", "glow_tf.demo", "--port", "0", *args], cwd=work,
                                    stdout=out, stderr=err,
-                                   env={**os.environ, "TMPDIR": f"{prefix}.tmp", "PYTHONPATH": python_path, **(env or {})})
+                                   env={**os.environ, "TMPDIR": f"{prefix}.tmp", "PYTHONPATH": python_path})
     process.output_prefix = prefix
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while time.monotonic() < deadline:

@@ -6,6 +6,8 @@ import http.client
 import io
 import json
 import os
+import subprocess
+import sys
 import urllib.parse
 
 import numpy as np
@@ -307,3 +309,32 @@ def test_an_unconditional_model_takes_no_class_and_a_demo_without_labels_has_no_
         api.manipulate({"z": z, "alphas": []})
     assert api.info()["examples"] == [] and api.info()["attributes"]["names"] == []
     assert inputs.latent({"z": z}, "z", 8 * 8 * 3).shape == (8 * 8 * 3,)
+
+
+# ------------------------------------------------------------- the original's z_manipulate.npy
+def test_directions_in_the_originals_z_manipulate_format_are_read_and_checked(tmp_path):
+    path = tmp_path / "z_manipulate.npy"
+    np.save(path, np.eye(40, 48, dtype=np.float32))
+    read = attributes.load_directions(path, 48)
+    assert read.names == attributes.CELEBA_ATTRIBUTES and read.names[31] == "Smiling"  # the original's 40, in order
+    np.testing.assert_array_equal(read.shift(np.eye(40)[31]), np.eye(48)[31])
+    np.save(path, np.ones((2, 48), np.float64))
+    assert attributes.load_directions(path, 48, ["thick", "slanted"]).names == ("thick", "slanted")
+    assert attributes.load_directions(path, 48).names == ("direction 0", "direction 1")
+    with pytest.raises(ValueError, match=r"attribute_names: expected 2 names \(one per row of .*\), got 1"):
+        attributes.load_directions(path, 48, ["thick"])
+    with pytest.raises(ValueError, match=r"directions: expected float32 \[K, 50\] .*, got float64 \[2, 48\]"):
+        attributes.load_directions(path, 50)
+    with pytest.raises(ValueError, match="directions: expected a .npy file of float32 .K, 48. .*which cannot be read"):
+        attributes.load_directions(tmp_path / "absent.npy", 48)
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "expected exactly one of --model and --openai_checkpoint, got neither"),
+    (["--openai_checkpoint", "model.ckpt"], "--hparams: expected the original's hps (JSON or train.txt) with "
+                                            "--openai_checkpoint, got none"),
+])
+def test_a_bad_command_line_stops_glow_demo_with_one_line(args, message, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "glow_tf.demo", *args], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=300)
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", f"python -m glow_tf.demo: error: {message}\n")

@@ -19,12 +19,12 @@ from glow_tf import sampling
 MANIPULATION_SCALE = 1.6  # get_manipulators.py: z_manipulate = 1.6 * directions
 ALPHA_RANGE = (-0.99, 0.99)  # the original page's attribute sliders (glowDemo.js FaceSlider: min, max)
 # The 40 CelebA attributes in the order of the original's z_manipulate.npy (demo/model.py _TAGS).
-CELEBA_ATTRIBUTES = (
+CELEBA_ATTRIBUTES = tuple((
     "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose Black_Hair Blond_Hair "
     "Blurry Brown_Hair Bushy_Eyebrows Chubby Double_Chin Eyeglasses Goatee Gray_Hair Heavy_Makeup High_Cheekbones "
     "Male Mouth_Slightly_Open Mustache Narrow_Eyes No_Beard Oval_Face Pale_Skin Pointy_Nose Receding_Hairline "
     "Rosy_Cheeks Sideburns Smiling Straight_Hair Wavy_Hair Wearing_Earrings Wearing_Hat Wearing_Lipstick "
-    "Wearing_Necklace Wearing_Necktie Young").split()
+    "Wearing_Necklace Wearing_Necktie Young").split())
 
 
 @dataclasses.dataclass(frozen=True)
