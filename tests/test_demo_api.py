@@ -309,6 +309,15 @@ def test_an_unconditional_model_takes_no_class_and_a_demo_without_labels_has_no_
         api.manipulate({"z": z, "alphas": []})
     assert api.info()["examples"] == [] and api.info()["attributes"]["names"] == []
     assert inputs.latent({"z": z}, "z", 8 * 8 * 3).shape == (8 * 8 * 3,)
+    # the constructor's checks
+    with pytest.raises(ValueError, match=r"max_upload_bytes: expected an int >= 1, got 0"):
+        DemoApi(served, none, None, None, max_upload_bytes=0, name="tiny")
+    with pytest.raises(ValueError, match=r"attributes: expected directions \[K, 192\] .*, got \[0, 48\]"):
+        DemoApi(served, attributes.no_attributes(48, ""), None, None, max_upload_bytes=10, name="tiny")
+    with pytest.raises(ValueError, match=r"examples: expected uint8 \[N, 8, 8, 3\], got uint8 \[2, 16, 16, 3\]"):
+        DemoApi(served, none, np.zeros((2, 16, 16, 3), np.uint8), None, max_upload_bytes=10, name="tiny")
+    with pytest.raises(ValueError, match=r"example_labels: expected one label per example \(\[2\]\) or None, got \[3\]"):
+        DemoApi(served, none, np.zeros((2, 8, 8, 3), np.uint8), np.zeros(3), max_upload_bytes=10, name="tiny")
 
 
 # ------------------------------------------------------------- the original's z_manipulate.npy

@@ -8,7 +8,8 @@ call of ``glow_tf.sampling`` (the code behind glow-sample):
 * random samples (``sample_grid``): a temperature slider, new draws, a class for
   class-conditional models;
 * encode: an upload or a held-out image, centre-cropped and resized as glow-sample reads
-  images (``image_array``), then ``reconstruct``ed;
+  images (``image_array``), encoded to its latent z and decoded back (``ServedGlow.encode`` and
+  ``decode``, as ``reconstruct``, keeping z for the other views);
 * mix (``interpolate_latents``): the latents of two images mixed by a slider, the original's
   ``mix``: z1 + alpha * (z2 - z1), alpha in [0, 1];
 * manipulate (``manipulate_latent``): a slider per attribute direction, the original's

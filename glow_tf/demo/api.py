@@ -31,11 +31,21 @@ class DemoApi:
     """
 
     def __init__(self, served, attributes: Attributes, examples, example_labels, max_upload_bytes, name):
-        self.served, self.attributes, self.max_upload_bytes = served, attributes, max_upload_bytes
-        self.examples = np.zeros((0,) + served.image_shape, np.uint8) if examples is None else examples
-        self.example_labels = example_labels
-        self.name = name
         self.latent_size = latents.size(served.eps_shapes)
+        if isinstance(max_upload_bytes, bool) or not isinstance(max_upload_bytes, int) or max_upload_bytes < 1:
+            raise ValueError(f"max_upload_bytes: expected an int >= 1, got {max_upload_bytes!r}")
+        if attributes.directions.shape[1:] != (self.latent_size,):
+            raise ValueError(f"attributes: expected directions [K, {self.latent_size}] (this model's flattened "
+                             f"latent), got {list(attributes.directions.shape)}")
+        examples = np.zeros((0,) + served.image_shape, np.uint8) if examples is None else np.asarray(examples)
+        if examples.dtype != np.uint8 or examples.shape[1:] != served.image_shape:
+            raise ValueError(f"examples: expected uint8 [N, {', '.join(map(str, served.image_shape))}], got "
+                             f"{examples.dtype} {list(examples.shape)}")
+        if example_labels is not None and np.shape(example_labels) != (len(examples),):
+            raise ValueError(f"example_labels: expected one label per example ([{len(examples)}]) or None, got "
+                             f"{list(np.shape(example_labels))}")
+        self.served, self.attributes, self.max_upload_bytes = served, attributes, max_upload_bytes
+        self.examples, self.example_labels, self.name = examples, example_labels, name
         # TensorFlow could run two requests at once, but a request that reseeds the noise
         # generator and then draws from it must not interleave with another.
         self._lock = threading.Lock()
