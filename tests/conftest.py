@@ -101,13 +101,22 @@ def jacobian_log_det(fn, x):
     return log_abs_det.numpy()
 
 
-def pytest_collection_modifyitems(items):
+@pytest.hookimpl(trylast=True)  # after pytest-xdist's own hook (below)
+def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (``make test``: --dist loadgroup), a file's tests run on one worker unless
     the file names its own group, so that module-scoped fixtures (trained runs, exports) are built
     once, not once per worker."""
     for item in items:
         if not item.get_closest_marker("xdist_group"):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    # loadgroup schedules by a "@group" suffix of the node id, which pytest-xdist 3.8 appends to
+    # item._nodeid; pytest 9 no longer reads that (Node.nodeid is str(item._id)), so without this
+    # every group's tests were spread over the workers as --dist load would.
+    if getattr(config.option, "loadgroup", False):
+        from _pytest.nodeid import NodeId
+        for item in items:
+            if "@" not in item.nodeid and hasattr(item, "_id"):
+                item._id = NodeId.parse(f"{item.nodeid}@{item.get_closest_marker('xdist_group').args[0]}")
 
 
 @pytest.fixture(scope="session")
