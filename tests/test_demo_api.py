@@ -35,7 +35,7 @@ def request(server, method, path, body=None, headers=None):
     response = connection.getresponse()
     content_type, raw = response.getheader("Content-Type"), response.read()
     connection.close()
-    return response.status, content_type, json.loads(raw) if content_type == "application/json" else raw
+    return response.status, content_type, json.loads(raw) if content_type == "application/json" and raw else raw
 
 
 def post(server, path, body):
@@ -266,6 +266,10 @@ def test_bad_http_requests_get_4xx_and_the_server_goes_on(demo_server):
     assert request(demo_server, "GET", "/api/mix")[0] == 405
     status, _, answer = request(demo_server, "POST", "/api/info", b"{}", {"Content-Type": "application/json"})
     assert status == 405 and answer["error"] == "/api/info: expected GET, got POST"
+    for method in ("PUT", "DELETE", "HEAD"):  # not http.server's 501
+        assert request(demo_server, method, "/api/random", b"{}")[0] == 405, method
+    status, _, answer = request(demo_server, "PUT", "/api/random", b"{}")
+    assert answer["error"] == "/api/random: expected GET or POST, got PUT"
     assert request(demo_server, "POST", "/api/random", b"{not json")[0] == 400
     status, _, answer = request(demo_server, "POST", "/api/random", b"[1, 2]")
     assert status == 400 and answer["error"] == "expected a JSON object, got a JSON list"

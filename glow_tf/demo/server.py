@@ -5,7 +5,8 @@ What it will do, and nothing else:
   request's path is looked up there and is never a file path;
 * answer /api/info (GET) and the POST endpoints of ``DemoApi.routes`` with JSON, a request that
   fails its checks with its 4xx and ``{"error": message}``, and any other failure with 500 and
-  the same form (the traceback goes to the log): the server goes on serving;
+  the same form (the traceback goes to the log): the server goes on serving; any method but
+  GET and POST gets 405;
 * read a request body only when its Content-Length is at most ``max_request_bytes`` (else 413,
   unread), within ``REQUEST_TIMEOUT`` seconds;
 * write no file. It listens where it is told (glow-demo: 127.0.0.1 unless --host says otherwise),
@@ -85,7 +86,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             self._answer(lambda: endpoint(self._json_body()))
 
+    def __getattr__(self, name):
+        """do_PUT, do_DELETE, ...: every other method is refused with 405 (not http.server's 501)."""
+        if name.startswith("do_"):
+            return self._refuse_method
+        raise AttributeError(name)
+
     # ---------------------------------------------------------------------------
+    def _refuse_method(self):
+        self._discard_body()
+        self._send_error(METHOD_NOT_ALLOWED, f"{self._route()}: expected GET or POST, got {self.command}")
+
     def _route(self):
         return self.path.split("?", 1)[0]
 
@@ -151,7 +162,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Content-Security-Policy", CONTENT_SECURITY_POLICY)
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":  # a HEAD answer has the headers only
+            self.wfile.write(body)
 
     def log_message(self, format, *args):  # noqa: A002  BaseHTTPRequestHandler's signature
         logging.info("%s " + format, self.address_string(), *args)
