@@ -25,6 +25,9 @@ const SLOTS = {
                        encoded: answer => showInput("manipulate-input", answer, requestManipulation)},
 };
 
+// What an image shows until its view has an answer: a transparent pixel, drawn at the image's size.
+const BLANK = "data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7";
+
 const queue = {busy: false, waiting: new Map()};  // view -> {path, body, answered}
 const errors = {};  // view -> message of its last failed request
 const state = {info: null, seed: 0, slots: {}};  // slots: view -> {source, z, note}
@@ -254,6 +257,7 @@ function build(info) {
   for (const id of ["encode-input", "encode-output", "mix-a", "mix-output", "mix-b", "manipulate-input",
                     "manipulate-output"]) {
     $(id).width = $(id).height = tileSize(96);
+    $(id).src = BLANK;
   }
   for (const view of Object.keys(SLOTS)) buildPicker(view);
   buildSliders();
