@@ -7,7 +7,7 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv test mpi demo bench ablation golden clean
+.PHONY: venv test mpi chromium demo bench ablation golden clean
 
 venv: $(VENV)/.stamp
 
@@ -21,7 +21,7 @@ $(VENV)/.stamp: requirements.txt pyproject.toml
 # Two pytest-xdist workers (this project's machines have 2 cores; much of a test is tracing and
 # compiling, single-threaded); a file's tests stay on one worker, and so do the three files that
 # share the one_process_run fixture (loadgroup; tests/conftest.py).
-test: venv mpi
+test: venv mpi chromium
 	$(PY) -m pytest -q -rs -n 2 --dist loadgroup --durations=15 tests
 
 # Open MPI's mpiexec for tests/test_mpi_launch.py (the original's `mpiexec -n N python train.py`):
@@ -33,6 +33,17 @@ mpi:
 	    { apt-get update -qq >/dev/null 2>&1 && \
 	      apt-get install -y -qq --no-install-recommends openmpi-bin >/dev/null 2>&1; }; }; }; \
 	command -v mpiexec >/dev/null 2>&1 || echo "mpiexec unavailable: tests/test_mpi_launch.py will be skipped"
+
+# Debian's Chromium and its WebDriver for tests/test_demo_browser.py (the web demo in a real browser),
+# as Open MPI above: installed with apt-get when missing and this is root on a Debian-like system;
+# otherwise that test is skipped and -rs prints why. Never fails the target.
+CHROMIUM_FOUND = command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1
+chromium:
+	@{ $(CHROMIUM_FOUND); } || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null 2>&1 && \
+	      apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null 2>&1; }; }; }; \
+	{ $(CHROMIUM_FOUND); } || echo "chromium or chromedriver unavailable: tests/test_demo_browser.py will be skipped"
 
 golden: venv
 	$(PY) ../shared/golden/check_golden.py

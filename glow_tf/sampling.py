@@ -18,7 +18,9 @@ TensorFlow) or is restored from a glow_tf checkpoint (its signatures are built i
   demo stored 1.6 * direction, so its alpha 1 is alpha 1.6 here.
 * Input images: read with PIL and converted to the model's channels (grayscale replicated
   to RGB, alpha dropped). An image of another size is centre-cropped to a square and resized
-  (bilinear, antialiased: the input pipeline's rule for image folders) with a warning.
+  (bilinear, antialiased: the input pipeline's rule for image folders) with a warning. Images
+  of more than 8 bits per channel (16-bit, 32-bit integer and float: PIL modes I;16, I, F) are
+  refused: converting them to 8 bits clips every value above 255, mostly to white.
 * Rasters (``to_raster``, the sample grids training writes) are the original's
   ``graphics.save_raster``: tiles edge to edge in row-major order, grayscale tiled to RGB; unlike
   the original a last partial row is kept (the empty cells are black) instead of dropped.
@@ -52,6 +54,8 @@ SWEEP_TEMPERATURES = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 PROGRESS_DELAY = 3.0  # seconds of work before a progress bar appears
 # Figures: tile size reached by upscaling, pixels between tiles and around the figure, label font.
 FIGURE_MIN_TILE, FIGURE_GAP, FIGURE_PAD, FIGURE_FONT_SIZE = 64, 4, 8, 14
+# PIL modes of at most 8 bits per channel: those that convert to RGB or L without loss of range.
+EIGHT_BIT_MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
 
 
 class ServedGlow:
@@ -243,9 +247,17 @@ def interpolate(served: ServedGlow, image_a, image_b, steps, y=None):
     if not isinstance(steps, int) or steps < 2:
         raise ValueError(f"steps: expected an int >= 2, got {steps!r}")
     ends = served.encode(np.stack([image_a, image_b]), served.labels(y, 2))  # per level [2, h, w, c]
-    t = interpolation_weights(steps).reshape(-1, 1, 1, 1)  # [steps, 1, 1, 1]
-    eps = [(1.0 - t) * e[0] + t * e[1] for e in ends]  # per level [steps, h, w, c]
-    return served.decode(eps, served.labels(y, steps))
+    return interpolate_latents(served, ends, interpolation_weights(steps), y)
+
+
+def interpolate_latents(served: ServedGlow, ends, weights, y=None):
+    """uint8 [len(weights), H, W, C]: decodes (1 - t) * eps_a + t * eps_b per level for each weight t.
+
+    ends: per level [2, h, w, c], eps_a then eps_b (``encode`` of the two images).
+    """
+    t = np.asarray(weights, np.float32).reshape(-1, 1, 1, 1)  # [T, 1, 1, 1]
+    eps = [(1.0 - t) * e[0] + t * e[1] for e in ends]  # per level [T, h, w, c]
+    return served.decode(eps, served.labels(y, len(t)))
 
 
 def reconstruct(served: ServedGlow, images, y=None):
@@ -256,12 +268,26 @@ def reconstruct(served: ServedGlow, images, y=None):
 
 def manipulate(served: ServedGlow, image, direction, alphas, y=None):
     """uint8 [len(alphas), H, W, C]: decodes eps(image) + alpha * direction ([D]) per alpha."""
-    z = served.flatten(served.encode(image[np.newaxis], served.labels(y, 1)))  # [1, D]
-    direction = np.asarray(direction, np.float32)
-    if direction.shape != z.shape[1:]:
-        raise ValueError(f"direction: expected shape [{z.shape[1]}] (the flattened latent), got {list(direction.shape)}")
+    z = served.flatten(served.encode(image[np.newaxis], served.labels(y, 1)))[0]  # [D]
+    return manipulate_latent(served, z, direction, alphas, y)
+
+
+def manipulate_latent(served: ServedGlow, z, direction, alphas, y=None):
+    """uint8 [len(alphas), H, W, C]: decodes z + alpha * direction (flattened latents [D]) per alpha."""
+    z, direction = np.asarray(z, np.float32), np.asarray(direction, np.float32)
+    if direction.shape != z.shape:
+        raise ValueError(f"direction: expected shape [{z.shape[0]}] (the flattened latent), got {list(direction.shape)}")
     alphas = np.asarray(alphas, np.float32).reshape(-1, 1)
     return served.decode(served.unflatten(z + alphas * direction), served.labels(y, len(alphas)))
+
+
+def heldout_datasets(served: ServedGlow, problem, data_dir="", n_images=-1):
+    """``glow_tf.data``'s Datasets of ``problem`` at the model's image size, held-out batches of
+    ``served.batch_size``: ``test`` holds the first ``n_images`` held-out images (-1: the problem's
+    test split), which attribute directions are averaged over; iterate it within ``reading()``."""
+    from glow_tf import data
+    return data.make_datasets(data.DataConfig(problem=problem, data_dir=data_dir, image_size=served.image_shape[0],
+                                              n_test=n_images, n_batch_test=served.batch_size, n_batch_init=1))
 
 
 def class_mean_latents(served: ServedGlow, batches, n_y):
@@ -322,23 +348,36 @@ def parse_attribute(name) -> int:
 # ---------------------------------------------------------------------------- image files
 def read_image(path, image_shape):
     """uint8 [H, W, C] of an image file, by the rules in the module docstring (DataError if it is none)."""
-    path, (height, width, channels) = os.fspath(path), image_shape
-    if channels not in (1, 3):
-        raise ValueError(f"read_image: expected a model with 1 or 3 channels, got {channels}")
+    path = os.fspath(path)
     try:
         with Image.open(path) as image:
-            image = np.asarray(image.convert("RGB" if channels == 3 else "L"))
+            return image_array(image, image_shape, f"image {path!r}")
     except FileNotFoundError:
         raise DataError(f"image {path!r}: no such file") from None
     except (UnidentifiedImageError, OSError) as e:
         raise DataError(f"image {path!r}: expected an image file PIL can read, got: {e}") from None
-    image = image.reshape(image.shape[:2] + (channels,))  # [h, w, C]
-    if image.shape[:2] != (height, width):
+
+
+def image_array(image: Image.Image, image_shape, name):
+    """uint8 [H, W, C] of an opened PIL image, by the rules in the module docstring.
+
+    ``name`` says which image in messages ("image 'a.png'"). PIL decodes lazily, so reading a
+    damaged file fails in here with PIL's OSError, as ``Image.open`` does for one it cannot identify.
+    """
+    height, width, channels = image_shape
+    if channels not in (1, 3):
+        raise ValueError(f"read_image: expected a model with 1 or 3 channels, got {channels}")
+    if image.mode not in EIGHT_BIT_MODES:
+        raise DataError(f"{name}: expected 8 bits per channel (PIL modes {', '.join(EIGHT_BIT_MODES)}), "
+                        f"got mode {image.mode}")
+    array = np.asarray(image.convert("RGB" if channels == 3 else "L"))
+    array = array.reshape(array.shape[:2] + (channels,))  # [h, w, C]
+    if array.shape[:2] != (height, width):
         from glow_tf.data import images as image_ops  # the pipeline's crop and resize rule
-        logging.warning("image %s is %dx%d; centre-cropped to a square and resized to %dx%d",
-                        path, image.shape[1], image.shape[0], width, height)
-        image = image_ops.resize(image_ops.centre_crop(image), height, width).numpy()  # [height, width, C]
-    return image
+        logging.warning("%s is %dx%d; centre-cropped to a square and resized to %dx%d",
+                        name, array.shape[1], array.shape[0], width, height)
+        array = image_ops.resize(image_ops.centre_crop(array), height, width).numpy()  # [height, width, C]
+    return array
 
 
 def _rgb(images, caller):

@@ -101,13 +101,22 @@ def jacobian_log_det(fn, x):
     return log_abs_det.numpy()
 
 
-def pytest_collection_modifyitems(items):
+@pytest.hookimpl(trylast=True)  # after pytest-xdist's own hook (below)
+def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (``make test``: --dist loadgroup), a file's tests run on one worker unless
     the file names its own group, so that module-scoped fixtures (trained runs, exports) are built
     once, not once per worker."""
     for item in items:
         if not item.get_closest_marker("xdist_group"):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    # loadgroup schedules by a "@group" suffix of the node id, which pytest-xdist 3.8 appends to
+    # item._nodeid; pytest 9 no longer reads that (Node.nodeid is str(item._id)), so without this
+    # every group's tests were spread over the workers as --dist load would.
+    if getattr(config.option, "loadgroup", False):
+        from _pytest.nodeid import NodeId
+        for item in items:
+            if "@" not in item.nodeid and hasattr(item, "_id"):
+                item._id = NodeId.parse(f"{item.nodeid}@{item.get_closest_marker('xdist_group').args[0]}")
 
 
 @pytest.fixture(scope="session")
@@ -169,3 +178,19 @@ def one_process_run(tmp_path_factory):
     yield run
     run.process.kill()  # if no test waited for it
     run.process.wait()
+
+
+@pytest.fixture(scope="session")
+def demo_server(tmp_path_factory):
+    """glow-demo (tests/demo_process.py) on a tiny class-conditional digits model it trains, with a
+    50 kB upload cap, shared by tests/test_demo_api.py and tests/test_demo_browser.py (one
+    pytest-xdist group: one worker builds it once)."""
+    from demo_process import files_in, start_demo, train_tiny_model
+    root = tmp_path_factory.mktemp("demo")
+    logdir = train_tiny_model(root / "run")
+    model_files = files_in(logdir)
+    server = start_demo(["--model", str(logdir), "--attribute_images", "60", "--examples", "4", "--max_upload_mb",
+                         "0.05"], root)
+    server.logdir, server.model_files = logdir, model_files
+    yield server
+    server.stop()

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from conftest import REPO_ROOT
 
-PROGRAMS = ("glow-train", "glow-sample", "glow-export")
+PROGRAMS = ("glow-train", "glow-sample", "glow-export", "glow-demo")
 TINY_RUN = ["--problem", "digits", "--n_levels", "2", "--depth", "1", "--width", "8", "--nojit_compile",
             "--max_steps", "2", "--noexport", "--anchor_size", "16", "--n_batch_train", "16", "--n_train", "64",
             "--n_batch_init", "16", "--n_test", "10"]
@@ -70,6 +70,12 @@ def test_pip_install_gives_the_package_and_its_programs(installed):
                             "import importlib.util; print(importlib.util.find_spec('glow_tf').origin)"],
                            cwd=work, env=_user_env(venv_dir), capture_output=True, text=True, check=True).stdout
     assert where.strip() == os.path.join(site_packages, "glow_tf", "__init__.py")
+
+
+def test_the_demo_page_ships_with_the_package(installed):
+    _, site_packages, _ = installed
+    for name in ("index.html", "demo.js", "demo.css"):  # served from the package: glow-demo needs no network
+        assert os.path.isfile(os.path.join(site_packages, "glow_tf", "demo", "web", name)), name
 
 
 def test_glow_train_help_lists_its_flags(installed):

@@ -291,9 +291,17 @@ def test_read_image_converts_channels_and_resizes_with_a_warning(tmp_path, caplo
     wide[:, :4], wide[:, 4:20], wide[:, 20:] = (255, 0, 0), (10, 200, 30), (0, 0, 255)
     with caplog.at_level(logging.WARNING):
         resized = sampling.read_image(_write_png(tmp_path / "wide.png", wide), (8, 8, 3))
-    assert "wide.png is 24x16" in caplog.text
+    assert "wide.png' is 24x16" in caplog.text
     np.testing.assert_array_equal(resized, np.broadcast_to(np.uint8([10, 200, 30]), (8, 8, 3)))
 
+
+
+def test_read_image_refuses_more_than_8_bits_per_channel(tmp_path):
+    """A 16-bit PNG converted to 8 bits would be clipped to 255 (white): refused, naming its mode."""
+    path = tmp_path / "deep.png"
+    Image.fromarray(np.full((8, 8), 40000, np.uint16)).save(path)
+    with pytest.raises(data.DataError, match=r"deep.png'.*expected 8 bits per channel .*got mode I;16"):
+        sampling.read_image(path, (8, 8, 3))
 
 def test_to_raster_tiles_in_row_major_order_like_the_original():
     colours = np.arange(1, 7, dtype=np.uint8)[:, None, None, None] * np.ones((1, 2, 3, 1), np.uint8)  # [6, 2, 3, 1]

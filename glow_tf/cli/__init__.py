@@ -37,7 +37,7 @@ def program_name() -> str:
     """The program as the user called it: 'glow-train', 'train.py' or 'python -m glow_tf.export'."""
     spec = getattr(sys.modules["__main__"], "__spec__", None)
     if spec is not None and spec.name != "__main__":
-        return f"python -m {spec.name}"
+        return f"python -m {spec.name.removesuffix('.__main__')}"  # a package's __main__: python -m PACKAGE
     return os.path.basename(sys.argv[0])
 
 

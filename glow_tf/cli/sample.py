@@ -75,18 +75,14 @@ def _temperatures(text):
 
 
 def _manipulation_figure(served, image):
-    from glow_tf import data
     if FLAGS.attribute is None:
         raise ValueError("--attribute: expected a class with --manipulate, got none")
     k = sampling.parse_attribute(FLAGS.attribute)
-    config = data.DataConfig(problem=FLAGS.problem, data_dir=FLAGS.data_dir, image_size=served.image_shape[0],
-                             n_test=FLAGS.attribute_images, n_batch_test=FLAGS.batch_size,
-                             n_batch_init=1)
     cache = FLAGS.attribute_cache or os.path.join(os.path.dirname(os.path.abspath(FLAGS.out)),
                                                   f"attributes_{FLAGS.problem}.npz")
 
     def compute():
-        datasets = data.make_datasets(config)
+        datasets = sampling.heldout_datasets(served, FLAGS.problem, FLAGS.data_dir, FLAGS.attribute_images)
         logging.info("computing class mean latents over %d images of %s", datasets.info.n_test, FLAGS.problem)
         with datasets.reading():
             return sampling.class_mean_latents(served, datasets.test, datasets.info.n_y)
