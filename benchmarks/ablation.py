@@ -60,7 +60,8 @@ import sys
 import threading
 import time
 
-from glow_tf import checkpoints, files, train_lib  # before TensorFlow: glow_tf sets its environment (glow_tf/_env.py)
+import glow_tf.cli  # noqa: F401  first: the programs' environment (glow_tf/cli/console.py)
+from glow_tf import checkpoints, files, train_lib
 import matplotlib
 import numpy as np
 import tensorflow as tf

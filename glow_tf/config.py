@@ -55,7 +55,7 @@ class GlowConfig:
     gradient_checkpointing: bool = _model_field(
         False, "The memory-saving mode, under the original's flag name (its memory_saving_gradients): 1 "
         "recomputes each flow step's input in backprop by inverting the step instead of storing it "
-        "(glow_tf/reversible.py); 0: plain backprop. glow_tf's code and docs call it the memory-saving mode.",
+        "(glow_tf/layers/reversible.py); 0: plain backprop. glow_tf's code and docs call it the memory-saving mode.",
         fields.BOOL, hps="optional")
     precision: str = _model_field(
         "", "Precision of the coupling networks, a tf_keras dtype policy: float32 (the original's numbers) or "

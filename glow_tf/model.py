@@ -15,17 +15,17 @@ of a continuous image x in [-.5, .5)^D is
 and the original's per-example objective is ``log p(x) - log(n_bins) * D``.
 """
 import math
-import types
 from typing import List, NamedTuple
 
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from glow_tf import latents
 from glow_tf.config import GlowConfig
 from glow_tf.layers import (ActNorm, FlowChain, FlowScan, LinearZeros, Split, TopPrior, data_dependent_init,
                             make_coupling, make_permutation, squeeze2d, unsqueeze2d)
-from glow_tf.layers.base import FLOAT32, check_precision, resolve_precision
+from glow_tf.layers.base import FLOAT32, Untracked, check_precision, resolve_precision
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -133,8 +133,8 @@ class Glow(keras.Model):
         self.classifier = (LinearZeros(level_shapes[-1][2], config.n_y, name="classifier")
                            if config.has_classifier else None)
         self.initialized = tf.Variable(False, trainable=False, name="initialized")
-        # Held outside Keras's tracking: the metrics' counters are not weights to save or export.
-        self._fit_metrics = types.SimpleNamespace(means=None)
+        # The metrics' counters are not weights to save or export.
+        self._fit_metrics = Untracked(means=None)
 
     # ---------------------------------------------------------------- validation at the edge
     def _check_images(self, x, what, dtype):
@@ -305,21 +305,17 @@ class Glow(keras.Model):
         ``seed``: None (stateful random draws) or a stateless seed pair [a, b] (as TensorFlow's
         stateless ops take); level l draws with the pair with l folded in.
         """
-        temperature = tf.reshape(tf.cast(temperature, tf.float32), [-1, 1, 1, 1])
         if seed is not None:
             seed = tf.cast(seed, tf.int64)
             if seed.shape != [2]:
                 raise ValueError(f"seed: expected None or a stateless seed pair [a, b], got shape {seed.shape}")
-        eps = []
-        for level, shape in enumerate(self.config.eps_shapes()):
-            full_shape = tf.concat([[n], shape], axis=0)
+
+        def normal(shape, level):
             if seed is None:
-                e = tf.random.normal(full_shape)
-            else:
-                level_seed = tf.random.experimental.stateless_fold_in(seed, level)
-                e = tf.random.stateless_normal(full_shape, seed=level_seed)
-            eps.append(e * temperature)
-        return eps
+                return tf.random.normal(shape)
+            return tf.random.stateless_normal(shape, seed=tf.random.experimental.stateless_fold_in(seed, level))
+
+        return latents.draw(self.config.eps_shapes(), n, temperature, normal)
 
     def sample(self, n, y=None, temperature=1.0, seed=None):
         """n uint8 images; every level's eps ~ N(0, temperature**2) (temperature scalar or [n]).

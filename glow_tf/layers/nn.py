@@ -16,6 +16,8 @@ nest inside ``tf.while_loop`` bodies (the memory-saving mode loops over flow ste
 XLA on a host without accelerators they are matmuls with hand-written gradients
 (``_matmul_conv2d_same``): a convolution with few outputs (the coupling network's last layer;
 the gradient of its first layer's input) as one matmul and shifted sums (``_conv_same``).
+Inside ``base.plain_ops()`` (the SavedModel export) every convolution is TensorFlow's own
+``tf.nn.conv2d``, with TensorFlow's gradients.
 """
 import functools
 
@@ -25,7 +27,7 @@ import tf_keras as keras
 from tensorflow.python.ops import control_flow_util
 
 from glow_tf.layers.actnorm import LOGSCALE_FACTOR, ActNorm
-from glow_tf.layers.base import FLOAT32, initializing, read
+from glow_tf.layers.base import FLOAT32, initializing, only_plain_ops, read
 
 
 def _border_taps(height, width, kernel_h, kernel_w):
@@ -89,7 +91,9 @@ def conv2d_same(x, kernel):
     """``tf.nn.conv2d(x, kernel, 1, "SAME")`` for odd kernels, on the fastest kernels of the engine
     that runs it: as matmuls (``_matmul_conv2d_same``) under XLA without accelerators; elsewhere
     TensorFlow's own, with the kernel's gradient as one matmul when the outputs are few
-    (``_few_outputs_conv2d_same``)."""
+    (``_few_outputs_conv2d_same``); inside ``base.plain_ops()`` TensorFlow's own with its gradients."""
+    if only_plain_ops():
+        return tf.nn.conv2d(x, kernel, 1, "SAME")
     if compiled_by_xla() and not _has_accelerator():
         return _matmul_conv2d_same(x, kernel)
     kernel_h, kernel_w, n_in, n_out = kernel.shape
@@ -232,6 +236,8 @@ def scaled_conv2d(x, kernel, bias, scale):
     if kernel_h == kernel_w == 1:
         return tf.nn.bias_add(tf.nn.conv2d(x, kernel, 1, "VALID"), bias)
     if n_in <= n_out:
+        if only_plain_ops():
+            return tf.nn.bias_add(tf.nn.conv2d(_edge_padded(x, kernel_h, kernel_w), kernel, 1, "VALID"), bias)
         return tf.nn.bias_add(_edge_padded_conv2d(x, kernel), bias)
     kernel, border_kernel = tf.split(kernel, [n_in - 1, 1], axis=2)  # (a Split's gradient is a concat)
     return conv2d_same(x, kernel) + (_edge_term(border_kernel, x.shape[1], x.shape[2]) + bias)
