@@ -1,4 +1,5 @@
-"""The headline: the original README's CelebA-HQ command, run as written, with XLA on.
+"""The headline: the original README's CelebA-HQ command, run as written (float32, so XLA by default;
+``--precision mixed_bfloat16`` adds that flag: bfloat16 coupling networks on the TensorFlow graph).
 
     python train.py --problem celeba --data_dir DIR --image_size 256 --n_level 6 --depth 32 \\
         --flow_permutation 2 --flow_coupling 0 --seed 0 --learntop --lr 0.001 --n_bits_x 5
@@ -41,8 +42,8 @@ QUICK_EXTRA = ["--width", "16", "--n_batch_train", "64"]
 _LOG_NOISE = ("I0000", "W0000", "E0000", "WARNING: All log")  # TF's C++ start-up lines
 
 
-def command(data_dir, logdir, quick, max_steps):
-    args = list(ORIGINAL_COMMAND)
+def command(data_dir, logdir, quick, max_steps, extra=()):
+    args = list(ORIGINAL_COMMAND) + list(extra)
     if quick:
         for flag, value in QUICK_CHANGES.items():
             args[args.index(flag) + 1] = value
@@ -51,7 +52,7 @@ def command(data_dir, logdir, quick, max_steps):
              "--max_steps", str(max_steps), "--log_steps"])
 
 
-def run(data_dir, logdir, quick=False, max_steps=2):
+def run(data_dir, logdir, quick=False, max_steps=2, extra=()):
     """Runs the command; returns {first_step_seconds, wall_seconds, peak_rss_mib, kernel_peak_rss_mib,
     sampled_peak_rss_mib, lines, returncode}.
 
@@ -60,7 +61,7 @@ def run(data_dir, logdir, quick=False, max_steps=2):
     of the kernel's high-water mark and the sampled peak (see the end of the function).
     """
     start = time.perf_counter()
-    process = subprocess.Popen(command(data_dir, logdir, quick, max_steps), stdout=subprocess.PIPE,
+    process = subprocess.Popen(command(data_dir, logdir, quick, max_steps, extra), stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, cwd=REPO)
     lines, rss = [], {"now": 0.0, "peak": 0.0}
 
@@ -113,14 +114,18 @@ def main():
     parser.add_argument("--quick", action="store_true", help="64x64, depth 2, width 16, one step of 16 images")
     parser.add_argument("--keep", help="write the data and the run here (default: a temporary folder)")
     parser.add_argument("--no_results", action="store_true", help="do not write results.json")
+    parser.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"],
+                        help="train.py's --precision (and so its default engine: XLA in float32, the "
+                             "TensorFlow graph in mixed_bfloat16); results.json keeps each under its own key")
     args = parser.parse_args()
+    extra = ["--precision", args.precision] if args.precision != "float32" else []
 
     with tempfile.TemporaryDirectory(prefix="glow_tf_celeba_") as scratch:
         root = args.keep or scratch
         data_dir = celeba_tfrecords.write_celeba(os.path.join(root, "data"), 64 if args.quick else 256)
         logdir = os.path.join(root, "logs")
         load_start = harness.load_average()
-        result = run(data_dir, logdir, args.quick, max_steps=1 if args.quick else 2)
+        result = run(data_dir, logdir, args.quick, max_steps=1 if args.quick else 2, extra=extra)
         load_end = harness.load_average()
     print("[seconds since start, RSS then / peak so far] train.py's output")
     for seconds, rss, peak, line in result["lines"]:
@@ -128,13 +133,15 @@ def main():
     if result["returncode"] != 0:
         raise SystemExit(f"train.py exited with {result['returncode']}")
     summary = {k: result[k] for k in ("first_step_seconds", "wall_seconds", "peak_rss_mib")}
-    print(f"\n{'quick ' if args.quick else ''}CelebA-HQ command, XLA on, load average {load_start} -> {load_end}:")
+    print(f"\n{'quick ' if args.quick else ''}CelebA-HQ command {' '.join(extra)}, load average {load_start} -> "
+          f"{load_end}:")
     print(f"  first training step finished after {summary['first_step_seconds']:.0f} s (target <= 180 s)")
     print(f"  peak RSS {summary['peak_rss_mib'] / 1024:.2f} GiB (target <= 6 GiB)")
     print(f"  whole run (--max_steps {1 if args.quick else 2}: train, test pass, sample grids, export) "
           f"{summary['wall_seconds']:.0f} s (target <= 600 s)")
     if not args.no_results and not args.quick:
-        harness.update_results("celeba_headline", {**summary, "command": " ".join(ORIGINAL_COMMAND),
+        key = "celeba_headline" + ("" if args.precision == "float32" else "_" + args.precision)
+        harness.update_results(key, {**summary, "command": " ".join(ORIGINAL_COMMAND + extra),
                                                    "progress": result["lines"][-40:],
                                                    "load_average": {"start": load_start, "end": load_end},
                                                    "machine": harness.machine()})

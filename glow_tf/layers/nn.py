@@ -6,11 +6,13 @@ coupling network, the split prior, the top prior and the classifier.
 channel that is 1 on the padded border and 0 inside, so the network can tell the border from
 real zeros. The kernel therefore has C + 1 input channels. The border channel is the same for
 every example, so its contribution is a constant [1, H, W, width] map: a matmul of the fixed
-border pattern with the kernel's last input channel, instead of a channel concatenated to the
-whole batch.
+border pattern with the kernel's last input channel (``_edge_term``), or, where the input has
+fewer channels than the output, the original's padding itself (``_edge_padded``), after which
+the bias is a BiasAdd that TensorFlow's graph optimizer fuses with the convolution.
 
-Convolutions run on the fastest kernels the engine has (``conv2d_same``). Outside XLA they are
-TensorFlow's own (oneDNN on CPU, cuDNN on GPU), with TensorFlow's gradients. XLA on CPU runs
+Convolutions run on the fastest kernels of the engine that runs them (``conv2d_same``,
+``scaled_conv2d``). Outside XLA they are TensorFlow's own (oneDNN on CPU, cuDNN on GPU), with
+two gradients written out where TensorFlow's does more work than needed. XLA on CPU runs
 convolutions at a fraction of its matmul rate, and the weight gradient of one as a naive loop
 nest inside ``tf.while_loop`` bodies (the memory-saving mode loops over flow steps), so under
 XLA on a host without accelerators they are matmuls with hand-written gradients
@@ -251,7 +253,7 @@ def _kernel_shape(n_in, n_out, kernel_size):
 class ConvActNorm(keras.layers.Layer):
     """The original's ``conv2d``: edge-bias conv, no bias, N(0, 0.05) init, then ActNorm.
 
-    Computes in its dtype policy's compute dtype (float32 unless given another policy); its
+    Computes in the dtype of its input (bfloat16 in a mixed_bfloat16 coupling network); its
     variables, the actnorm's included, are float32.
     """
 
