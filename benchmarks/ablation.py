@@ -65,6 +65,7 @@ from glow_tf import checkpoints, files, train_lib
 import matplotlib
 import numpy as np
 import tensorflow as tf
+import tf_keras
 
 from benchmarks.harness import machine, print_table
 from glow_tf.config import FLOW_COUPLINGS
@@ -259,7 +260,7 @@ def train_run(config, label, workdir):
         return False
     finally:
         add_wall_seconds(workdir, name, time.time() - start)
-        tf.keras.backend.clear_session()  # one process trains every run: drop Keras' global state
+        tf_keras.backend.clear_session()  # one process trains every run: drop Keras' global state
 
 
 def ensure_trained(configs, workdir):

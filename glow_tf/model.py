@@ -100,7 +100,7 @@ def check_labels(y, n_y, batch_size=None, runtime_checks=False):
 
 
 class Glow(keras.Model):
-    """The Glow model. See the module docstring and ../shared/design/ARCHITECTURE.md for the public contract.
+    """The Glow model: the multi-scale flow, its objective, encoding, decoding and sampling (module docstring).
 
     Args:
       config: a ``GlowConfig``. Its ``precision`` '' takes tf_keras's global dtype policy.
@@ -133,6 +133,7 @@ class Glow(keras.Model):
         self.classifier = (LinearZeros(level_shapes[-1][2], config.n_y, name="classifier")
                            if config.has_classifier else None)
         self.initialized = tf.Variable(False, trainable=False, name="initialized")
+        self.ema_weights = False  # whether it holds Polyak averages (checkpoints.restore_model sets it)
         # The metrics' counters are not weights to save or export.
         self._fit_metrics = Untracked(means=None)
 

@@ -226,10 +226,20 @@ def sample_grid(served: ServedGlow, n, temperatures, y=None, seed=0):
     return np.stack(rows)
 
 
+def column_classes(n, n_y):
+    """int32 [n]: the original's classes of a sample row, class i % n_y for image i."""
+    return (np.arange(n) % n_y).astype(np.int32)
+
+
+def grid_rows(image_size):
+    """The rows (and columns) of the original's training sample grids: 10 up to 64 pixels, else 4."""
+    return 10 if image_size <= 64 else 4
+
+
 def grid_classes(served: ServedGlow, n, y=None):
-    """int32 [n] classes of a sample row (y, or class i % n_y for image i); None if not ycond."""
+    """int32 [n] classes of a sample row (y, or ``column_classes``); None if not ycond."""
     if y is None and served.ycond:
-        y = np.arange(n) % served.config["n_y"]
+        y = column_classes(n, served.config["n_y"])
     return served.labels(y, n)
 
 

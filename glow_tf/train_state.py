@@ -3,10 +3,14 @@
 In the spirit of Flax's ``TrainState``: one object owns the model, the optimiser, the Polyak
 average, the data iterator, the RNG and the loop's counters (step, the epoch's running sums,
 the non-finite counters, training time and the best test loss), and the checkpoint of all of
-them. Everything exists from construction on; the loop changes the counters only through the
-methods below. The checkpoint's keys are those of every glow_tf run so far (``model``, ``ema``,
-``optimizer``, ``step``, ``iterator``, ``rng``, ``epoch_sums``, ...), so old runs resume.
+them. Everything exists from construction on; the loop changes them only through the methods
+below: ``apply_update`` (as Flax's ``apply_gradients``: the optimiser's step and the Polyak
+average's), ``averaged_weights`` (the averages swapped in), ``record_step`` and the rest. The
+checkpoint's keys (``model``, ``ema``, ``optimizer``, ``step``, ``iterator``, ``rng``,
+``epoch_sums``, ...) are kept as they are, so that older runs resume.
 """
+import contextlib
+
 import numpy as np
 import tensorflow as tf
 
@@ -53,6 +57,28 @@ class TrainState:
             test_loss_best=self.test_loss_best)
 
     # ------------------------------------------------------------------------ weights
+    @property
+    def needs_grad_squares(self) -> bool:
+        """Whether ``apply_update`` takes the replicas' mean of g**2 (adam2)."""
+        return self.optimizer.needs_grad_squares
+
+    def apply_update(self, grads, grad_squares, lr, ok):
+        """One optimiser step and Polyak average update with ``grads`` (cross-replica context);
+        nothing changes where ``ok`` is False."""
+        self.optimizer.apply(self.variables, grads, lr, ok, grad_squares)
+        self.ema.update(self.variables, ok)
+
+    @contextlib.contextmanager
+    def averaged_weights(self):
+        """Within it the model holds the Polyak averages (and the averages its own weights)."""
+        with self.strategy.scope():
+            self.ema.swap(self.variables)
+        try:
+            yield
+        finally:  # swapping twice undoes it
+            with self.strategy.scope():
+                self.ema.swap(self.variables)
+
     def start_average(self):
         """Restarts the Polyak average at the current weights."""
         with self.strategy.scope():
