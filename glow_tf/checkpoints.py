@@ -36,7 +36,7 @@ import tensorflow as tf
 from absl import logging
 
 from glow_tf import files, optim
-from glow_tf.config import GlowConfig
+from glow_tf.config import CHECKPOINT_NEUTRAL, GlowConfig
 from glow_tf.errors import CheckpointError, RunFileError, WriteError
 from glow_tf.model import Glow
 
@@ -47,10 +47,6 @@ EMA_KEY = "ema"
 STATE_FILE = "checkpoint"  # tf.train.CheckpointManager's checkpoint state
 DAMAGED = ".damaged"  # ckpt-N.damaged.index: a checkpoint set aside (``set_aside``)
 _NUMBERED = re.compile(r"^ckpt-(\d+)\.index$")
-# GlowConfig fields that do not change what a checkpoint holds: the memory mode, the
-# initialisation seed (a restored model keeps its checkpoint's values) and the coupling
-# networks' precision (the variables are float32 in every precision).
-_CHECKPOINT_NEUTRAL = ("gradient_checkpointing", "seed", "precision")
 
 
 def read_run_config(logdir):
@@ -214,6 +210,21 @@ def remove_partial(prefix):
             shutil.rmtree(temp, ignore_errors=True)
 
 
+def save(manager, step):
+    """``manager``'s checkpoint of ``step``; a failed write leaves nothing of it and raises WriteError.
+
+    The checkpoint state (written last, atomically) then still names the previous checkpoint,
+    which the manager deletes only after a newer one is written whole.
+    """
+    try:
+        manager.save(checkpoint_number=step)
+    except (tf.errors.OpError, OSError) as e:
+        prefix = os.path.join(manager.directory, f"ckpt-{step}")
+        if tf.train.latest_checkpoint(manager.directory) != prefix:
+            remove_partial(prefix)
+        raise WriteError(f"could not write checkpoint {prefix} ({files.write_failure(e, prefix)})") from None
+
+
 def resolve(path):
     """(logdir, checkpoint prefix) for a training logdir, a checkpoint dir or a checkpoint prefix.
 
@@ -279,7 +290,7 @@ def model_flag_differences(saved: dict, current: GlowConfig):
     nothing a checkpoint holds aside (``GlowConfig``'s checkpoint-neutral fields)."""
     current = current.to_dict()
     return [f"--{k} {saved.get(k)!r} (now {current[k]!r})" for k in current
-            if k not in _CHECKPOINT_NEUTRAL and saved.get(k) != current[k]]
+            if k not in CHECKPOINT_NEUTRAL and saved.get(k) != current[k]]
 
 
 def check_same_model(saved: dict, current: GlowConfig, where):

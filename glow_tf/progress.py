@@ -11,6 +11,8 @@ from tqdm import tqdm
 DELAY = 3.0  # seconds of work before a bar appears
 
 
-def bar(iterable=None, show=True, delay=DELAY, **kwargs):
-    """A tqdm bar over ``iterable`` (or one updated by hand) that shows only as the module docstring says."""
-    return tqdm(iterable, disable=not (show and sys.stderr.isatty()), delay=delay, leave=False, **kwargs)
+def bar(iterable=None, show=True, delay=None, **kwargs):
+    """A tqdm bar over ``iterable`` (or one updated by hand) that shows only as the module docstring
+    says; ``delay``: seconds before it appears (None: ``DELAY``)."""
+    return tqdm(iterable, disable=not (show and sys.stderr.isatty()), delay=DELAY if delay is None else delay,
+                leave=False, **kwargs)

@@ -29,7 +29,6 @@ with ``--log_steps``, TensorBoard summaries in ``tensorboard/``.
 """
 import contextlib
 import dataclasses
-import math
 import os
 import tempfile
 import time
@@ -41,14 +40,9 @@ from absl import logging
 
 from glow_tf import checkpoints, cluster, errors, export, files, heap, preemption, progress, sampling, seeds
 from glow_tf.plan import make_data, should_sample, should_test
-from glow_tf.train_config import TrainConfig, flag_defaults
-from glow_tf.train_logs import STATS, JsonLinesLog, format_results, summary_image, summary_scalar
+from glow_tf.train_config import RESUMABLE_FLAGS, TrainConfig, flag_defaults
+from glow_tf.train_logs import RunLogs
 from glow_tf.trainer import Trainer
-# Flags that may change when a run is resumed without being worth a note.
-_RESUMABLE_CHANGES = ("max_steps", "max_time", "epochs", "verbose", "checkpoint_minutes", "export",
-                      "keep_checkpoints", "log_steps", "restore_path", "logdir", "steps_per_execution",
-                      "worker_hosts", "base_port", "collective_timeout")
-
 
 # stop_reason's answer when SIGTERM came: a checkpoint, then preemption.Preempted (exit status 42).
 PREEMPTED = "SIGTERM"
@@ -69,6 +63,7 @@ class TrainingRun:
         self.chief = cluster.is_chief(self.strategy)
         self.datasets, self.plan = make_data(config, self.strategy.num_replicas_in_sync)
         self.hps = {**config.flags(), **dataclasses.asdict(self.plan)}
+        self.logs = RunLogs(self.logdir, self.hps, self.plan, self.chief, config.log_steps)
         if self.chief:
             os.makedirs(self.logdir, exist_ok=True)
         ckpt_dir = os.path.join(self.logdir, checkpoints.CHECKPOINTS_DIR)
@@ -95,43 +90,22 @@ class TrainingRun:
                                     {"model": self.trainer.model.config.to_dict(), "train": self.hps})
         self.manager = tf.train.CheckpointManager(self.state.checkpoint, ckpt_dir, config.keep_checkpoints)
         self.best_manager = tf.train.CheckpointManager(self.state.checkpoint, best_dir, 1)
-        self._open_logs(resumed=resume_prefix is not None)
-        self._print(origin)
-        self._print(f"Logging to {self.logdir}. {self.plan.n_replicas} replica(s) ({config.strategy}); "
-                    f"batch per step {self.plan.global_batch_train} images of {self.plan.image_size}x"
-                    f"{self.plan.image_size}; {self.plan.train_its} steps per epoch; data: {self.datasets.info.source}")
+        self.logs.open(resumed_at=self.state.steps_done if resume_prefix else None)
+        self.logs.print(origin)
+        self.logs.print(f"Logging to {self.logdir}. {self.plan.n_replicas} replica(s) ({config.strategy}); "
+                        f"batch per step {self.plan.global_batch_train} images of {self.plan.image_size}x"
+                        f"{self.plan.image_size}; {self.plan.train_its} steps per epoch; data: {self.datasets.info.source}")
         self.last_test_step = self.last_sample_step = self.last_save_step = (
             self.state.steps_done if resume_prefix else -1)
         self.last_sample_epoch = None
 
-    def _open_logs(self, resumed):
-        """The JSON-lines logs and the TensorBoard writer (the chief's; the others' write nothing).
-
-        On resume, the records written up to the checkpoint stay: epoch records of its step
-        were written before it, step records of its step after it.
-        """
-        step = self.state.steps_done
-        n_processed = self.plan.n_processed(step)
-        by_images = (lambda record: record.get("n_processed", math.inf) <= n_processed) if resumed else None
-        by_step = (lambda record: record.get("step", math.inf) < step) if resumed else None
-        self.train_log = JsonLinesLog(os.path.join(self.logdir, "train.txt"), self.hps, by_images, self.chief)
-        self.test_log = JsonLinesLog(os.path.join(self.logdir, "test.txt"), self.hps, by_images, self.chief)
-        self.step_log = JsonLinesLog(os.path.join(self.logdir, "train_steps.txt"), self.hps, by_step,
-                                     self.chief and self.config.log_steps)
-        self.writer = (tf.summary.create_file_writer(os.path.join(self.logdir, "tensorboard")) if self.chief
-                       else tf.summary.create_noop_writer())
-
-    def _print(self, *args):
-        if self.chief:
-            print(*args, flush=True)
-
     def _set_aside(self, resumable):
         """Says which checkpoints cannot be read, keeps them aside, and resumes from the newest that can."""
         if resumable.state_note:
-            self._print(f"Note: {resumable.state_note}")
+            self.logs.print(f"Note: {resumable.state_note}")
         reasons = dict(resumable.damaged)
         for prefix, kept_as in checkpoints.set_aside(resumable):
-            self._print(f"Checkpoint {prefix} cannot be read ({reasons[prefix]}); its files are kept as "
+            self.logs.print(f"Checkpoint {prefix} cannot be read ({reasons[prefix]}); its files are kept as "
                         f"{kept_as}.*; resuming from an older one")
 
     def _last_good_checkpoint(self) -> Optional[str]:
@@ -145,13 +119,13 @@ class TrainingRun:
         # as that flag's default.
         before = {**flag_defaults(), **saved["train"]}
         changed = [f"--{k} {before.get(k)!r} -> {v!r}" for k, v in self.hps.items()
-                   if k not in _RESUMABLE_CHANGES and before.get(k) != v]
+                   if k not in RESUMABLE_FLAGS and before.get(k) != v]
         if changed:
-            self._print("Note: resuming with changed flags (the run will not match an uninterrupted one): "
+            self.logs.print("Note: resuming with changed flags (the run will not match an uninterrupted one): "
                         + ", ".join(changed))
         precision_note = checkpoints.precision_change(saved["model"], self.trainer.model.precision)
         if precision_note:
-            self._print(f"Note: {precision_note}")
+            self.logs.print(f"Note: {precision_note}")
 
     # ----------------------------------------------------------------------- the loop
     def run(self):
@@ -173,7 +147,7 @@ class TrainingRun:
         step = self.state.steps_done
         epoch_start_time, epoch_start_step = time.time(), step
         last_save_time, bar = time.time(), None
-        self._print("epoch n_processed n_images ips dtrain dtest dsample dtot train_results test_results msg")
+        self.logs.print("epoch n_processed n_images ips dtrain dtest dsample dtot train_results test_results msg")
         while (reason := self.stop_reason(step)) is None:
             epoch = plan.epoch_of(step)
             bar = bar or progress.bar(total=plan.train_its, initial=step % plan.train_its, desc=f"epoch {epoch}",
@@ -229,22 +203,9 @@ class TrainingRun:
         return step + len(ok), stats, ok, seconds
 
     def log_chunk(self, step, stats, ok, seconds):
-        """Logs the steps of a chunk (from ``step``): train_steps.txt, --verbose lines, summaries."""
-        config, plan = self.config, self.plan
-        records = [{"step": step + i, **{name: float(v) for name, v in zip(STATS, s)}, "ok": bool(o)}
-                   for i, (s, o) in enumerate(zip(stats, ok))]
-        self.step_log.log(*records)
-        if config.verbose:
-            for record in records:
-                self._print(plan.n_processed(record["step"]), record)
-        end = step + len(ok)
-        with self.writer.as_default():
-            if ok.any():
-                for index, name in enumerate(STATS[:2]):
-                    summary_scalar(f"train/{name}", float(stats[ok, index].mean()), end)
-            summary_scalar("train/lr", self.trainer.learning_rate(end - 1), end)
-            summary_scalar("train/images_per_sec", len(ok) * plan.global_batch_train / seconds, end)
-            summary_scalar("train/nonfinite_steps", float(self.state.nonfinite_counts()[1]), end)
+        """Logs the steps of a chunk (from ``step``): ``RunLogs.chunk``."""
+        self.logs.chunk(step, stats, ok, seconds, lr=self.trainer.learning_rate(step + len(ok) - 1),
+                        nonfinite_total=self.state.nonfinite_counts()[1], verbose=self.config.verbose)
 
     def _check_nonfinite(self):
         limit = self.config.max_nonfinite
@@ -263,8 +224,7 @@ class TrainingRun:
         """The original's end-of-epoch: train log, test, best checkpoint, samples, then a checkpoint."""
         plan = self.plan
         train_results = self.state.end_epoch()
-        self.train_log.log(dict(epoch=epoch, n_processed=plan.n_processed(step), n_images=plan.n_images(step),
-                                train_time=int(self.state.train_time.numpy()), **format_results(train_results)))
+        self.logs.epoch(epoch, step, int(self.state.train_time.numpy()), train_results)
         t = time.time()
         test_results, msg = [], ""
         if should_test(epoch, self.config):
@@ -274,7 +234,7 @@ class TrainingRun:
             self._samples(epoch, step)
         dsample = time.time() - t
         ips = steps_this_epoch * plan.global_batch_train / max(dtrain, 1e-9)
-        self._print(epoch, plan.n_processed(step), plan.n_images(step),
+        self.logs.print(epoch, plan.n_processed(step), plan.n_images(step),
                     f"{ips:.1f} {dtrain:.1f} {dtest:.1f} {dsample:.1f} {dtrain + dtest + dsample:.1f}",
                     np.round(train_results, 4), np.round(test_results, 4), msg)
         self._save(step)
@@ -282,14 +242,10 @@ class TrainingRun:
     def _test(self, epoch, step):
         results = self.trainer.evaluate()
         self.last_test_step = step
-        self.test_log.log(dict(epoch=epoch, n_processed=self.plan.n_processed(step), n_images=self.plan.n_images(step),
-                               **format_results(results)))
-        with self.writer.as_default():
-            for index, name in enumerate(STATS[:2]):
-                summary_scalar(f"test/{name}", float(results[index]), step)
+        self.logs.test_pass(epoch, step, results)
         msg = ""
         if self.state.improve_best(results[0]):
-            self._write_checkpoint(self.best_manager, step)
+            checkpoints.save(self.best_manager, step)
             msg = " *"
         return results, msg
 
@@ -304,43 +260,27 @@ class TrainingRun:
                 sampling.save_raster(raster, os.path.join(self.logdir, f"epoch_{epoch}_sample_{index}.png"))
             except errors.WriteError as e:  # a figure, not the training state: the run goes on
                 logging.warning("%s; training goes on without that sample grid", e)
-            with self.writer.as_default():
-                summary_image(f"samples/temperature_{temperature}", raster, step)
+            self.logs.image(f"samples/temperature_{temperature}", raster, step)
 
     def _save(self, step):
         if step != self.last_save_step:
-            self._write_checkpoint(self.manager, step)
+            checkpoints.save(self.manager, step)
             self.last_save_step = step
-
-    @staticmethod
-    def _write_checkpoint(manager, step):
-        """``manager``'s checkpoint of ``step``; a failed write leaves nothing of it and raises WriteError.
-
-        The checkpoint state (written last, atomically) then still names the previous checkpoint,
-        which the manager deletes only after a newer one is written whole.
-        """
-        try:
-            manager.save(checkpoint_number=step)
-        except (tf.errors.OpError, OSError) as e:
-            prefix = os.path.join(manager.directory, f"ckpt-{step}")
-            if tf.train.latest_checkpoint(manager.directory) != prefix:
-                checkpoints.remove_partial(prefix)
-            raise errors.WriteError(f"could not write checkpoint {prefix} ({files.write_failure(e, prefix)})") from None
 
     def _finish(self, step):
         """The end of the run: test pass, samples, checkpoint (each unless this step had it), export."""
         epoch = self.plan.epochs_begun(step)
         if step != self.last_test_step:
             results, msg = self._test(epoch, step)
-            self._print(f"final test at step {step}: {np.round(results, 4)}{msg}")
+            self.logs.print(f"final test at step {step}: {np.round(results, 4)}{msg}")
         if step != self.last_sample_step:
             self._samples(epoch, step)
         self._save(step)
-        self.writer.flush()
-        self._print(f"Finished at step {step} (epoch {epoch}): checkpoint {self.manager.latest_checkpoint}")
+        self.logs.writer.flush()
+        self.logs.print(f"Finished at step {step} (epoch {epoch}): checkpoint {self.manager.latest_checkpoint}")
         if self.last_sample_epoch is not None:
             temperatures = sampling.SWEEP_TEMPERATURES
-            self._print(f"Sample grids: {self.logdir}/epoch_{self.last_sample_epoch}_sample_{{0..{len(temperatures) - 1}}}.png "
+            self.logs.print(f"Sample grids: {self.logdir}/epoch_{self.last_sample_epoch}_sample_{{0..{len(temperatures) - 1}}}.png "
                         f"(temperatures {', '.join(map(str, temperatures))})")
         if self.chief and self.config.export:
             # The live model holds the checkpoint just written; exporting it with the averages
@@ -349,7 +289,7 @@ class TrainingRun:
             with self.state.averaged_weights():
                 path = export.export_saved_model(self.trainer.model, os.path.join(self.logdir, "saved_model"),
                                                  overwrite=True, seed=self.config.seed)
-            self._print(f"SavedModel (Polyak-averaged weights): {path}")
+            self.logs.print(f"SavedModel (Polyak-averaged weights): {path}")
 
 
 def train_and_evaluate(config: TrainConfig):

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from glow_tf import checkpoints, openai, optim
-from glow_tf.train_logs import STATS
+from glow_tf.config import LOSS_TERMS
 
 TEST_LOSS_BEST_START = 999999.0  # the original's test_loss_best
 
@@ -43,7 +43,7 @@ class TrainState:
                                                   weight_decay=weight_decay)
         self.rng = tf.random.Generator.from_seed(seed)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-        self.epoch_sums = tf.Variable(tf.zeros([len(STATS)], tf.float64), trainable=False, name="epoch_sums")
+        self.epoch_sums = tf.Variable(tf.zeros([len(LOSS_TERMS)], tf.float64), trainable=False, name="epoch_sums")
         self.epoch_ok_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch_ok_steps")
         self.nonfinite_run = tf.Variable(0, dtype=tf.int64, trainable=False, name="nonfinite_run")
         self.nonfinite_total = tf.Variable(0, dtype=tf.int64, trainable=False, name="nonfinite_total")
@@ -123,7 +123,7 @@ class TrainState:
     def end_epoch(self) -> np.ndarray:
         """The epoch's mean statistics [4] over its finite steps (NaN if none), and a new epoch's sums."""
         ok_steps = int(self.epoch_ok_steps.numpy())
-        means = self.epoch_sums.numpy() / ok_steps if ok_steps else np.full(len(STATS), np.nan)
+        means = self.epoch_sums.numpy() / ok_steps if ok_steps else np.full(len(LOSS_TERMS), np.nan)
         self.epoch_sums.assign(tf.zeros_like(self.epoch_sums))
         self.epoch_ok_steps.assign(0)
         return means

@@ -20,9 +20,9 @@ import numpy as np
 import tensorflow as tf
 
 from glow_tf import checkpoints, cluster, progress, sampling, seeds
+from glow_tf.config import LOSS_TERMS
 from glow_tf.model import Glow
 from glow_tf.plan import Plan
-from glow_tf.train_logs import STATS
 from glow_tf.train_state import TrainState
 
 
@@ -154,7 +154,7 @@ class Trainer:
             terms = self.model.loss_terms(x, y, noise)
             loss = tf.reduce_mean(terms["loss"])
         grads = tape.gradient(loss, self.state.variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        stats = tf.stack([loss] + [tf.reduce_mean(terms[name]) for name in STATS[1:]])
+        stats = tf.stack([loss] + [tf.reduce_mean(terms[name]) for name in LOSS_TERMS[1:]])
         return stats, grads
 
     def replica_step(self, x, y, noise, lr):
@@ -173,7 +173,7 @@ class Trainer:
     def train_chunk(self, n_steps):
         """Up to n_steps training steps -> (stats [n, 4], ok [n]); stops early after max_nonfinite."""
         state = self.state
-        all_stats = tf.TensorArray(tf.float32, size=0, dynamic_size=True, element_shape=[len(STATS)])
+        all_stats = tf.TensorArray(tf.float32, size=0, dynamic_size=True, element_shape=[len(LOSS_TERMS)])
         all_ok = tf.TensorArray(tf.bool, size=0, dynamic_size=True, element_shape=[])
         for i in tf.range(n_steps):
             if state.nonfinite_run >= self.config.max_nonfinite:
@@ -204,7 +204,7 @@ class Trainer:
         """
         terms = self.model.loss_terms(x, y, noise)
         valid = first + tf.range(tf.shape(x)[0]) < n_valid
-        sums = tf.stack([tf.reduce_sum(tf.where(valid, terms[name], 0.0)) for name in STATS])
+        sums = tf.stack([tf.reduce_sum(tf.where(valid, terms[name], 0.0)) for name in LOSS_TERMS])
         return sums, tf.reduce_sum(tf.cast(valid, tf.int32))
 
     def eval_batch(self, x, y, seed, n_valid):
@@ -222,7 +222,7 @@ class Trainer:
         A last, smaller batch is padded to the full batch (and the padding masked out), so the
         evaluation compiles once.
         """
-        sums, count = np.zeros(len(STATS)), 0
+        sums, count = np.zeros(len(LOSS_TERMS)), 0
         batch = self.plan.local_batch_test * self.plan.n_replicas
         with self.eval_weights():
             n_batches = -(-self.plan.n_test // batch)

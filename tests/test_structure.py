@@ -3,8 +3,8 @@
 glow_tf's modules form layers; a module imports its own layer and those below, never one
 above (deferred imports inside functions count too), and the imports form no cycle:
 
-    foundation (errors, files, fields, heap, latents, optim, data)
-      <- layers <- model (config, model, bijectors) <- checkpoints / openai / export
+    foundation (errors, files, fields, heap, latents, optim, progress, data)
+      <- layers <- model (config, model, fit, bijectors) <- checkpoints / openai / export
       <- sampling / training <- cli
 
 Command-line code (absl flags, ``main``s) lives only in glow_tf/cli.
@@ -24,9 +24,9 @@ FOUNDATION, LAYERS, MODEL, STORAGE, USES, CLI = range(6)
 RANKS = {
     "glow_tf.errors": FOUNDATION, "glow_tf.files": FOUNDATION, "glow_tf.fields": FOUNDATION,
     "glow_tf.heap": FOUNDATION, "glow_tf.latents": FOUNDATION, "glow_tf.optim": FOUNDATION,
-    "glow_tf.data": FOUNDATION,
+    "glow_tf.data": FOUNDATION, "glow_tf.progress": FOUNDATION,
     "glow_tf.layers": LAYERS,
-    "glow_tf": MODEL, "glow_tf.config": MODEL, "glow_tf.model": MODEL, "glow_tf.bijectors": MODEL,
+    "glow_tf": MODEL, "glow_tf.config": MODEL, "glow_tf.model": MODEL, "glow_tf.fit": MODEL, "glow_tf.bijectors": MODEL,
     "glow_tf.checkpoints": STORAGE, "glow_tf.openai": STORAGE, "glow_tf.export": STORAGE,
     "glow_tf.sampling": USES, "glow_tf.inference": USES, "glow_tf.train_config": USES, "glow_tf.plan": USES,
     "glow_tf.seeds": USES, "glow_tf.cluster": USES, "glow_tf.preemption": USES, "glow_tf.train_logs": USES,

@@ -8,9 +8,8 @@ What the SavedModel holds, and how to load it: glow_tf/export.py.
 import time
 
 from absl import flags
-from tqdm import tqdm
 
-from glow_tf import checkpoints, cli, export, openai
+from glow_tf import checkpoints, cli, export, openai, progress
 from glow_tf.layers import PRECISIONS
 
 FLAGS = flags.FLAGS
@@ -53,8 +52,8 @@ def _export():
     export.check_target(FLAGS.out, FLAGS.overwrite)  # before the slow restore
     # Two stages, each one call that reports nothing while it runs: the bar names the stage and
     # the time so far (on a terminal only).
-    with tqdm(total=2, initial=1, desc="restoring the checkpoint", bar_format="{desc} (stage {n}/{total}, {elapsed})",
-              disable=None, leave=False) as stages:
+    with progress.bar(total=2, initial=1, desc="restoring the checkpoint", delay=0,
+                      bar_format="{desc} (stage {n}/{total}, {elapsed})") as stages:
         model = _restore()
         stages.set_description_str("tracing and writing the SavedModel")
         stages.update()
