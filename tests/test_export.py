@@ -235,7 +235,7 @@ def test_existing_target_needs_overwrite_and_is_replaced_whole(exported, tmp_pat
 def test_failed_save_leaves_nothing(exported, tmp_path, monkeypatch, error, raised, message):
     model, _ = exported["uncond"]
 
-    def crash(module, path, signatures, options):
+    def crash(module, path, signatures=None, options=None):
         open(os.path.join(path, "saved_model.pb"), "w").close()
         raise error
 
