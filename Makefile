@@ -1,8 +1,8 @@
 # Every target creates/refreshes .venv first; the stamp makes that a no-op when neither
 # requirements.txt nor pyproject.toml has changed since the last install. The venv holds the
 # pinned requirements and this project in editable mode (glow_tf importable, glow-train,
-# glow-sample and glow-export on .venv/bin). glow_tf sets the environment TensorFlow reads
-# (TF_USE_LEGACY_KERAS, TF_CPP_MIN_LOG_LEVEL) itself: glow_tf/_env.py.
+# glow-sample and glow-export on .venv/bin). glow_tf's programs set the environment TensorFlow
+# reads (TF_USE_LEGACY_KERAS, TF_CPP_MIN_LOG_LEVEL, XLA_FLAGS) themselves: glow_tf/cli/console.py.
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python

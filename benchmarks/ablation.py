@@ -60,10 +60,12 @@ import sys
 import threading
 import time
 
-from glow_tf import checkpoints, files, train_lib  # before TensorFlow: glow_tf sets its environment (glow_tf/_env.py)
+import glow_tf.cli  # noqa: F401  first: the programs' environment (glow_tf/cli/console.py)
+from glow_tf import checkpoints, files, train_lib
 import matplotlib
 import numpy as np
 import tensorflow as tf
+import tf_keras
 
 from benchmarks.harness import machine, print_table
 from glow_tf.config import FLOW_COUPLINGS
@@ -258,7 +260,7 @@ def train_run(config, label, workdir):
         return False
     finally:
         add_wall_seconds(workdir, name, time.time() - start)
-        tf.keras.backend.clear_session()  # one process trains every run: drop Keras' global state
+        tf_keras.backend.clear_session()  # one process trains every run: drop Keras' global state
 
 
 def ensure_trained(configs, workdir):

@@ -1,7 +1,7 @@
 """Peak resident memory and time of one glow_tf training step, normal vs memory-saving mode.
 
 Depth 8 and depth 32 (the workload of workloads.py otherwise), each with and without
-``gradient_checkpointing`` (reversible backprop, glow_tf/reversible.py). Every configuration
+``gradient_checkpointing`` (reversible backprop, glow_tf/layers/reversible.py). Every configuration
 runs in a fresh subprocess, which builds the model, traces and XLA-compiles the training step
 and runs it once (warm-up), hands the memory freed by compilation back to the OS (malloc_trim),
 resets the kernel's peak-RSS counter (/proc/self/clear_refs) and runs one step.

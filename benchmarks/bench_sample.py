@@ -14,7 +14,7 @@ separately. Each task's row "best" is each implementation's fastest mode.
 """
 import argparse
 
-from benchmarks import harness, workloads  # before TensorFlow: they import glow_tf, which sets its environment
+from benchmarks import harness, workloads  # first: they set the programs' environment (glow_tf/cli/console.py)
 import tensorflow as tf
 
 from benchmarks.workloads import ENGINES, PRECISIONS

@@ -22,7 +22,7 @@ kernel (oneDNN): every row is printed as a fraction of it.
 import argparse
 import itertools
 
-from benchmarks import harness, workloads  # before TensorFlow: they import glow_tf
+from benchmarks import harness, workloads  # first: they set the programs' environment (glow_tf/cli/console.py)
 import tensorflow as tf
 
 from benchmarks.workloads import ENGINES, PRECISIONS

@@ -6,7 +6,7 @@ import os
 import re
 import time
 
-import glow_tf  # noqa: F401  before TensorFlow: glow_tf sets its environment (glow_tf/_env.py)
+import glow_tf.cli  # noqa: F401  first: the programs' environment (glow_tf/cli/console.py)
 import numpy as np
 import tensorflow as tf
 

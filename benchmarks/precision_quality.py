@@ -22,7 +22,8 @@ import json
 import os
 import time
 
-from glow_tf import checkpoints, data, files, train_lib  # before TensorFlow: glow_tf sets its environment
+import glow_tf.cli  # noqa: F401  first: the programs' environment (glow_tf/cli/console.py)
+from glow_tf import checkpoints, data, files, train_lib
 import numpy as np
 import tensorflow as tf
 

@@ -21,7 +21,8 @@ differences (TFP's 1x1 conv is LU-parameterised, glow_tf's is a plain W as the o
 import functools
 import math
 
-import glow_tf  # before TensorFlow Probability: it sets TF_USE_LEGACY_KERAS (glow_tf/_env.py)
+import glow_tf.cli  # noqa: F401  first: the programs' environment (glow_tf/cli/console.py)
+import glow_tf
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp

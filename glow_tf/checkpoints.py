@@ -35,8 +35,8 @@ from typing import Optional, Tuple
 import tensorflow as tf
 from absl import logging
 
-from glow_tf import files, openai, optim
-from glow_tf.config import GlowConfig
+from glow_tf import files, optim
+from glow_tf.config import CHECKPOINT_NEUTRAL, GlowConfig
 from glow_tf.errors import CheckpointError, RunFileError, WriteError
 from glow_tf.model import Glow
 
@@ -210,6 +210,21 @@ def remove_partial(prefix):
             shutil.rmtree(temp, ignore_errors=True)
 
 
+def save(manager, step):
+    """``manager``'s checkpoint of ``step``; a failed write leaves nothing of it and raises WriteError.
+
+    The checkpoint state (written last, atomically) then still names the previous checkpoint,
+    which the manager deletes only after a newer one is written whole.
+    """
+    try:
+        manager.save(checkpoint_number=step)
+    except (tf.errors.OpError, OSError) as e:
+        prefix = os.path.join(manager.directory, f"ckpt-{step}")
+        if tf.train.latest_checkpoint(manager.directory) != prefix:
+            remove_partial(prefix)
+        raise WriteError(f"could not write checkpoint {prefix} ({files.write_failure(e, prefix)})") from None
+
+
 def resolve(path):
     """(logdir, checkpoint prefix) for a training logdir, a checkpoint dir or a checkpoint prefix.
 
@@ -235,16 +250,16 @@ def check_layout(prefix):
     every parameter once, stacked over its steps; a checkpoint with one variable per step
     would restore only the rest of the model, silently.
     """
-    old = [name for name in _variable_names(prefix) if _PER_STEP_KEY.search(name)]
+    old = [name for name in variable_names(prefix) if _PER_STEP_KEY.search(name)]
     if old:
         raise ValueError(
             f"{prefix}: this checkpoint has glow_tf's old per-step layout (one variable per flow step, e.g. "
             f"{old[0]!r}); this glow_tf stacks each level's steps and cannot restore it. Either retrain, or "
-            "export it with the glow_tf that wrote it (commit 75a29d9: python -m glow_tf.export --checkpoint "
+            "export it with the glow_tf that wrote it (its own python -m glow_tf.export --checkpoint "
             "LOGDIR --out DIR): a SavedModel does not depend on the layout and loads without glow_tf.")
 
 
-def _variable_names(prefix):
+def variable_names(prefix):
     """The names in the checkpoint ``prefix`` (CheckpointError if its index cannot be read)."""
     with reading(prefix):
         return [name for name, _ in tf.train.list_variables(prefix)]
@@ -252,17 +267,12 @@ def _variable_names(prefix):
 
 def is_glow_tf_checkpoint(prefix):
     """glow_tf's (TF2 object-based) checkpoint, as opposed to the original's TF1 name-based one."""
-    return "_CHECKPOINTABLE_OBJECT_GRAPH" in _variable_names(prefix)
-
-
-def has_openai_ema(prefix):
-    """Whether an original checkpoint holds the Polyak averages (``.../ExponentialMovingAverage``)."""
-    return any(name.endswith(openai.EMA_SUFFIX) for name in _variable_names(prefix))
+    return "_CHECKPOINTABLE_OBJECT_GRAPH" in variable_names(prefix)
 
 
 def has_ema(prefix):
     """Whether the checkpoint holds the Polyak averages."""
-    return any(name.startswith(EMA_KEY + "/") for name in _variable_names(prefix))
+    return any(name.startswith(EMA_KEY + "/") for name in variable_names(prefix))
 
 
 def precision_change(saved_model, precision):
@@ -273,6 +283,29 @@ def precision_change(saved_model, precision):
         return ""
     return (f"the checkpoint was trained with --precision {trained}; restored to compute in {precision} "
             "(its variables are float32 in every precision)")
+
+
+def model_flag_differences(saved: dict, current: GlowConfig):
+    """['--depth 2 (now 4)', ...] for the model hyper-parameters that differ, those that change
+    nothing a checkpoint holds aside (``GlowConfig``'s checkpoint-neutral fields)."""
+    current = current.to_dict()
+    return [f"--{k} {saved.get(k)!r} (now {current[k]!r})" for k in current
+            if k not in CHECKPOINT_NEUTRAL and saved.get(k) != current[k]]
+
+
+def check_same_model(saved: dict, current: GlowConfig, where):
+    """A ValueError naming the flags if the model of ``saved`` (GlowConfig.to_dict()) is another one."""
+    differences = model_flag_differences(saved, current)
+    if differences:
+        raise ValueError(f"{where} holds a model with different flags: {', '.join(differences)}. "
+                         "Pass the same model flags (or use another --logdir).")
+
+
+def describe_last(prefix) -> str:
+    """'the last good checkpoint is PREFIX (step N)' for a run's latest checkpoint; None: none written yet."""
+    if prefix is None:
+        return "no checkpoint was written yet"
+    return f"the last good checkpoint is {prefix} (step {prefix.rsplit('-', 1)[1]})"
 
 
 def restore_model(path, use_ema=True, precision="") -> Glow:

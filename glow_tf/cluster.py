@@ -27,7 +27,7 @@ environment, the first of these that applies:
    ``visible_device_list = local_rank``).
 
 Worker 0 is the chief: it alone writes the logs, sample grids, checkpoints and the export
-(``train_lib.is_chief``); the others keep their checkpoint copies in a temporary directory
+(``is_chief``); the others keep their checkpoint copies in a temporary directory
 and resume from the chief's, so ``--logdir`` must be one directory that every worker reads (on
 several machines, a shared file system): ``check_same_step`` stops a run whose workers would
 start from different steps.
@@ -111,7 +111,7 @@ def resolve(worker_hosts, base_port) -> Cluster:
         "--strategy mirrored uses all its GPUs.")
 
 
-def make_strategy(worker_hosts, base_port, collective_timeout):
+def multi_worker_strategy(worker_hosts, base_port, collective_timeout):
     """``tf.distribute.MultiWorkerMirroredStrategy`` over ``resolve(...)``'s cluster.
 
     ``collective_timeout`` > 0: seconds after which a collective that not every worker has
@@ -123,6 +123,40 @@ def make_strategy(worker_hosts, base_port, collective_timeout):
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=collective_timeout or None)
     return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=cluster.resolver,
                                                      communication_options=options)
+
+
+def make_strategy(config) -> tf.distribute.Strategy:
+    """The tf.distribute strategy of ``--strategy`` (a ``TrainConfig``'s; call before TensorFlow runs any op)."""
+    if config.cpu_replicas:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        try:
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration()] * config.cpu_replicas)
+        except RuntimeError as e:
+            raise ValueError(f"--cpu_replicas: TensorFlow is already initialised; set it before any "
+                             f"TensorFlow op runs ({e})") from None
+    if config.strategy == "default":
+        return tf.distribute.get_strategy()
+    if config.strategy == "mirrored":
+        devices = ([d.name for d in tf.config.list_logical_devices("GPU")]
+                   or [d.name for d in tf.config.list_logical_devices("CPU")])
+        return tf.distribute.MirroredStrategy(devices)
+    if config.strategy == "multi_worker":
+        return multi_worker_strategy(config.worker_hosts, config.base_port, config.collective_timeout)
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=config.tpu)
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def is_chief(strategy) -> bool:
+    """Whether this process writes logs, samples and the export (multi-worker: the chief)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "chief" or (not has_chief and resolver.task_type == "worker"
+                                             and resolver.task_id == 0)
 
 
 # ------------------------------------------------------------------------------- sources

@@ -18,12 +18,14 @@ from glow_tf.layers.base import PRECISIONS
 FLOW_PERMUTATIONS = {0: "reverse", 1: "shuffle", 2: "invertible 1x1 conv",
                      3: "invertible 1x1 conv, LU-decomposed"}
 FLOW_COUPLINGS = {0: "additive", 1: "affine"}
+# The original's per-example statistics (``Glow.loss_terms``), in the order of its logs.
+LOSS_TERMS = ("loss", "bits_x", "bits_y", "pred_loss")
 
 
-def _model_field(default, help_text, rule, flag=True, hps="required"):
+def _model_field(default, help_text, rule, flag=True, hps="required", **facts):
     """A GlowConfig field; ``hps``: whether the original's hps dict holds it ("required",
-    "optional": default when absent, None: never read from it)."""
-    return fields.field(default, help_text, rule, flag=flag, metadata_hps=hps)
+    "optional": default when absent, None: never read from it); ``facts``: ``fields.field``'s."""
+    return fields.field(default, help_text, rule, flag=flag, metadata_hps=hps, **facts)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,38 +40,40 @@ class GlowConfig:
                                    "divisible by 2**n_levels.", fields.POSITIVE_INT, flag=False)
     n_channels: int = _model_field(3, "Image channels (the original always uses 3; MNIST is tiled to RGB).",
                                    fields.POSITIVE_INT, flag=False, hps=None)
-    n_levels: int = _model_field(3, "Number of levels.", fields.POSITIVE_INT)
-    depth: int = _model_field(32, "Flow steps per level.", fields.POSITIVE_INT)
-    width: int = _model_field(512, "Width of the coupling networks' hidden layers.", fields.POSITIVE_INT)
-    n_bits_x: int = _model_field(8, "Number of bits of x.", fields.int_in(1, 8))
+    n_levels: int = _model_field(3, "Number of levels.", fields.POSITIVE_INT, original=30)
+    depth: int = _model_field(32, "Flow steps per level.", fields.POSITIVE_INT, original=27)
+    width: int = _model_field(512, "Width of the coupling networks' hidden layers.", fields.POSITIVE_INT, original=26)
+    n_bits_x: int = _model_field(8, "Number of bits of x.", fields.int_in(1, 8), original=29)
     flow_permutation: int = _model_field(
         2, "Permutation: " + ", ".join(f"{k}={v}" for k, v in FLOW_PERMUTATIONS.items()) + " (plain W, as the "
-        "original; 3 is the original's disabled LU variant).", fields.one_of(FLOW_PERMUTATIONS, FLOW_PERMUTATIONS))
+        "original; 3 is the original's disabled LU variant).", fields.one_of(FLOW_PERMUTATIONS, FLOW_PERMUTATIONS),
+        original=36)
     flow_coupling: int = _model_field(0, "Coupling: " + ", ".join(f"{k}={v}" for k, v in FLOW_COUPLINGS.items())
-                                      + ".", fields.one_of(FLOW_COUPLINGS, FLOW_COUPLINGS))
-    learntop: bool = _model_field(False, "Learn the spatial (top) prior.", fields.BOOL)
-    ycond: bool = _model_field(False, "Class-conditional prior (and classifier with --weight_y > 0).", fields.BOOL)
+                                      + ".", fields.one_of(FLOW_COUPLINGS, FLOW_COUPLINGS), original=37)
+    learntop: bool = _model_field(False, "Learn the spatial (top) prior.", fields.BOOL, original=33)
+    ycond: bool = _model_field(False, "Class-conditional prior (and classifier with --weight_y > 0).", fields.BOOL,
+                               original=34)
     n_y: int = _model_field(10, "Number of classes.", fields.POSITIVE_INT, flag=False)
     weight_y: float = _model_field(0.0, "Weight of the classification loss log p(y|x) (needs --ycond).",
-                                   fields.float_at_least(0), hps="optional")
+                                   fields.float_at_least(0), hps="optional", original=28)
     gradient_checkpointing: bool = _model_field(
         False, "The memory-saving mode, under the original's flag name (its memory_saving_gradients): 1 "
         "recomputes each flow step's input in backprop by inverting the step instead of storing it "
-        "(glow_tf/reversible.py); 0: plain backprop. glow_tf's code and docs call it the memory-saving mode.",
-        fields.BOOL, hps="optional")
+        "(glow_tf/layers/reversible.py); 0: plain backprop. glow_tf's code and docs call it the memory-saving mode.",
+        fields.BOOL, hps="optional", original=23, checkpoint_neutral=True, original_int_bool=True)
     precision: str = _model_field(
         "", "Precision of the coupling networks, a tf_keras dtype policy: float32 (the original's numbers) or "
         "mixed_bfloat16 (their convolutions in bfloat16, variables float32; everything that decides "
         "invertibility and the density stays float32: actnorm, the 1x1 conv, the coupling's scale and "
         "log-det, the priors, the objective, the optimizer). '': tf_keras's global policy when the model "
         "is built (float32 unless tf_keras.mixed_precision.set_global_policy set another).",
-        fields.one_of(("",) + PRECISIONS), hps=None)
+        fields.one_of(("",) + PRECISIONS), hps=None, checkpoint_neutral=True)
     seed: int = _model_field(
         0, "The initialisation seed, as the original's --seed: flow step i of level l draws its 1x1 conv's "
         "orthogonal W and its shuffle permutation from numpy's RandomState([seed, l, i]); the conv kernels' "
         "N(0, .05) draws follow TensorFlow's global seed (train.py sets it from --seed as well). A restored "
         "model keeps the values of its checkpoint whatever the seed.", fields.int_at_least(0), flag=False,
-        hps="optional")
+        hps="optional", checkpoint_neutral=True)
 
     def __post_init__(self):
         fields.check(self, "GlowConfig.")
@@ -162,3 +166,9 @@ def read_openai_hparams(path) -> dict:
     if not isinstance(values, dict):
         raise ValueError(f"hparams: first line of {path!r} holds {type(values).__name__}, expected a JSON object")
     return values
+
+
+# GlowConfig fields that change nothing a checkpoint holds: the memory mode, the initialisation
+# seed (a restored model keeps its checkpoint's values) and the coupling networks' precision (the
+# variables are float32 in every precision).
+CHECKPOINT_NEUTRAL = frozenset(f.name for f in dataclasses.fields(GlowConfig) if f.metadata["checkpoint_neutral"])

@@ -1,7 +1,7 @@
 """SavedModel export of a Glow: uint8 serving signatures, TFP-style functions and the config.
 
-    glow-export --checkpoint LOGDIR --out DIR                          # glow_tf run (or python -m glow_tf.export)
-    glow-export --openai_checkpoint PREFIX --hparams FILE --out DIR   # the original's
+    export_saved_model(model, "out/saved_model")      # a Glow, or a training logdir / checkpoint
+    glow-export --checkpoint LOGDIR --out DIR         # the same from the command line (glow_tf/cli/export.py)
 
 The SavedModel needs only TensorFlow to load (``tf.saved_model.load``; no glow_tf). Its
 signatures have these names (other programs depend on them) and a dynamic batch dimension N.
@@ -37,10 +37,10 @@ refused ("input #0(zero-based) was expected to be a uint8 tensor but is a float 
 numpy array is converted to the input's dtype first (a float image is cast to uint8, wrapping
 values past 255): pass uint8 images.
 
-Gradients. The SavedModel is for inference. glow_tf's hand-written convolution gradients
-(``glow_tf.layers.nn.conv2d_same``) are not saved, so asking for a gradient through a loaded
-function raises LookupError ("No gradient defined for operation ... IdentityN"); for gradients,
-restore the model in Python (``glow_tf.checkpoints.restore_model``).
+Gradients. The functions are traced with TensorFlow's own ops only (``layers.plain_ops``: plain
+convolutions, each level's flow steps as a plain ``tf.while_loop``), so the SavedModel holds no
+gradient overrides: it loads without warnings about unsaved custom gradients, and TensorFlow's
+own gradients flow through a loaded function (``tf.GradientTape`` over its inputs).
 
 Attributes of the loaded object (``tf.function``s):
 
@@ -61,16 +61,13 @@ import json
 import os
 import shutil
 import tempfile
-import time
-import types
 
 import tensorflow as tf
-from absl import flags
-from tqdm import tqdm
 
-from glow_tf import cli, files
+from glow_tf import checkpoints, files, latents
 from glow_tf.errors import WriteError
-from glow_tf.layers import PRECISIONS, check_precision, precision_as
+from glow_tf.layers import check_precision, plain_ops, precision_as
+from glow_tf.layers.base import Untracked
 from glow_tf.model import Glow
 
 
@@ -105,7 +102,7 @@ class ServingModule(tf.Module):
         super().__init__(name="glow")
         config = model.config
         # Held outside tf.Module's tracking (see the class docstring); model_variables are saved.
-        self._untracked = types.SimpleNamespace(
+        self._untracked = Untracked(
             model=model, config=config, precision=check_precision("precision", precision),
             encode=tf.function(self._encode_continuous, autograph=False),
             decode=tf.function(self._decode_eps, autograph=False))
@@ -137,7 +134,7 @@ class ServingModule(tf.Module):
     def _encode_continuous(self, x, y):
         """x continuous [N, H, W, C] -> {eps_i, log_prob [N], y_logits [N, n_y] (classifier models)}."""
         model = self.model
-        with precision_as(self._untracked.precision):
+        with precision_as(self._untracked.precision), plain_ops():
             encoding = model.encode_with_log_det(x, model.check_labels(y, x, runtime_checks=True))
         outputs = {f"eps_{level}": eps for level, eps in enumerate(encoding.eps)}
         outputs["log_prob"] = encoding.log_prob  # [N]
@@ -148,7 +145,7 @@ class ServingModule(tf.Module):
     def _decode_eps(self, eps, y):
         """List of latents -> {image uint8 [N, H, W, C], x float32 [N, H, W, C] (continuous)}."""
         model = self.model
-        with precision_as(self._untracked.precision):
+        with precision_as(self._untracked.precision), plain_ops():
             x = model.decode_with_log_det(eps, model.check_labels(y, eps[0], runtime_checks=True)).x
         return {"image": model.postprocess(x), "x": x}
 
@@ -162,9 +159,8 @@ class ServingModule(tf.Module):
 
     def _sample_eps(self, n, temperature):
         """Every level's eps ~ N(0, temperature**2) from the saved generator (temperature scalar or [n])."""
-        temperature = tf.reshape(tf.cast(temperature, tf.float32), [-1, 1, 1, 1])
-        return [self.noise_generator.normal(tf.concat([[n], shape], axis=0)) * temperature
-                for shape in self._untracked.config.eps_shapes()]
+        return latents.draw(self._untracked.config.eps_shapes(), n, temperature,
+                            lambda shape, level: self.noise_generator.normal(shape))
 
     # ------------------------------------------------------------ the loaded object's API
     def _log_prob(self, x, y=None):
@@ -235,7 +231,8 @@ def _checked_shape(x, shape, name):
         return tf.ensure_shape(tf.identity(x), [None, *shape])
 
 
-def _check_target(path, overwrite):
+def check_target(path, overwrite):
+    """A ValueError unless ``path`` is new or ``overwrite``: checked before a slow restore, and again at writing."""
     if os.path.exists(path) and not overwrite:
         raise ValueError(f"export: expected a new output path, got existing {path!r} "
                          "(pass overwrite=True / --overwrite to replace it)")
@@ -244,7 +241,7 @@ def _check_target(path, overwrite):
 @contextlib.contextmanager
 def _atomic_directory(path, overwrite):
     """Yields a temp dir beside ``path`` that becomes ``path`` only if the block succeeds."""
-    _check_target(path, overwrite)
+    check_target(path, overwrite)
     parent = os.path.dirname(path) or "."
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
@@ -293,79 +290,12 @@ def export_saved_model(model, path, use_ema=True, overwrite=False, seed=0, preci
     and an existing ``path`` is as it was.
     """
     if isinstance(model, (str, os.PathLike)):
-        from glow_tf import checkpoints  # the training side; only needed for checkpoint paths
         model = checkpoints.restore_model(model, use_ema=use_ema)
     module = ServingModule(model, seed=seed, precision=precision)
     path = os.path.abspath(os.fspath(path))
     try:
         with _atomic_directory(path, overwrite) as staging:
-            # Without the hand-written gradients (see the module docstring): saving them roughly
-            # doubles the tracing (CelebA-HQ-sized model, two runs: 13.8 -> 7.3 s and 17.2 -> 10.0 s;
-            # RSS +263 -> +181 MiB; saved_model.pb 2.7 -> 1.5 MB).
-            tf.saved_model.save(module, staging, signatures=module.signatures(),
-                                options=tf.saved_model.SaveOptions(experimental_custom_gradients=False))
+            tf.saved_model.save(module, staging, signatures=module.signatures())
     except (tf.errors.OpError, OSError) as e:
         raise WriteError(f"could not write the SavedModel {path} ({files.write_failure(e, path)})") from None
     return path
-
-
-def _define_flags():
-    flags.DEFINE_string("checkpoint", None, "glow_tf training --logdir, its checkpoints/ directory or a "
-                        "checkpoint prefix to export (restored with glow_tf.checkpoints.restore_model).")
-    flags.DEFINE_string("openai_checkpoint", None, "Prefix of an ORIGINAL OpenAI Glow checkpoint "
-                        "(e.g. logs/model_best_loss.ckpt) to export instead; needs --hparams.")
-    flags.DEFINE_string("hparams", None, "With --openai_checkpoint: the original's hps as JSON or its "
-                        "logs/train.txt (first line = hps).")
-    flags.DEFINE_string("out", None, "SavedModel directory to write (must not exist unless --overwrite).")
-    flags.DEFINE_bool("overwrite", False, "Replace an existing --out directory.")
-    flags.DEFINE_bool("use_ema", True, "Export the Polyak-averaged (EMA) weights when the checkpoint holds "
-                      "them (the original's '.../ExponentialMovingAverage' shadows for --openai_checkpoint; "
-                      "the original itself evaluates the raw weights).")
-    flags.DEFINE_integer("seed", 0, "Seed of the SavedModel's noise generator (dequantisation noise, "
-                         "sample's eps): a fresh load draws the same numbers in the same order.")
-    flags.DEFINE_enum("precision", "float32", list(PRECISIONS), "What the SavedModel's coupling networks compute "
-                      "in, whatever the model trained in: float32 (the original's numbers) or mixed_bfloat16 "
-                      "(bfloat16 convolutions: faster where bfloat16 is).")
-    flags.mark_flag_as_required("out")
-
-
-def _restore():
-    """The model the flags name (the slow first stage: reading the checkpoint)."""
-    FLAGS = flags.FLAGS
-    if FLAGS.checkpoint is not None:
-        from glow_tf import checkpoints
-        return checkpoints.restore_model(FLAGS.checkpoint, use_ema=FLAGS.use_ema)
-    from glow_tf import openai
-    return openai.load_checkpoint(FLAGS.openai_checkpoint, FLAGS.hparams, use_ema=FLAGS.use_ema)
-
-
-def _export():
-    FLAGS = flags.FLAGS
-    if (FLAGS.checkpoint is None) == (FLAGS.openai_checkpoint is None):
-        raise ValueError("expected exactly one of --checkpoint and --openai_checkpoint, got "
-                         f"{'both' if FLAGS.checkpoint else 'neither'}")
-    if FLAGS.openai_checkpoint is not None and FLAGS.hparams is None:
-        raise ValueError("--hparams: expected the original's hps (JSON or train.txt) with --openai_checkpoint, got none")
-    start = time.perf_counter()
-    _check_target(FLAGS.out, FLAGS.overwrite)  # before the slow restore
-    # Two stages, each one call that reports nothing while it runs: the bar names the stage and
-    # the time so far (on a terminal only).
-    with tqdm(total=2, initial=1, desc="restoring the checkpoint", bar_format="{desc} (stage {n}/{total}, {elapsed})",
-              disable=None, leave=False) as stages:
-        model = _restore()
-        stages.set_description_str("tracing and writing the SavedModel")
-        stages.update()
-        path = export_saved_model(model, FLAGS.out, overwrite=FLAGS.overwrite, seed=FLAGS.seed,
-                                  precision=FLAGS.precision)
-    print(f"wrote SavedModel {path}: {directory_size(path) / 2**20:.1f} MiB on disk, "
-          f"{time.perf_counter() - start:.1f} s (restore + trace + save)")
-
-
-def main():
-    """The glow-export console script and ``python -m glow_tf.export``."""
-    _define_flags()
-    cli.run(_export)
-
-
-if __name__ == "__main__":
-    main()

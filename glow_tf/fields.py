@@ -82,10 +82,24 @@ def one_of(choices, described=None) -> Rule:
                 tuple(choices))
 
 
-def field(default, help_text, rule: Rule, flag=True, default_factory=None, **metadata):
-    """A dataclass field with its help, its rule, whether train.py has a flag for it, and any
-    ``metadata_<key>=value`` as metadata[key]."""
-    metadata = {"help": help_text, "rule": rule, "flag": flag,
+def field(default, help_text, rule: Rule, flag=True, default_factory=None, original=None, resumable=False,
+          checkpoint_neutral=False, original_int_bool=False, **metadata):
+    """A dataclass field with every fact about it, kept in its metadata under the argument's name.
+
+    Args:
+      default, default_factory: the default.
+      help_text, rule: what it is, and what its value must be.
+      flag: whether train.py has a flag for it.
+      original: its position among the original train.py's flags (None: not one of them); the
+        original's flags may be abbreviated, and come first, in its order, in the hps.
+      resumable: a flag that may change when a run resumes without a note (it changes nothing
+        that the run computes).
+      checkpoint_neutral: a model field that changes nothing a checkpoint holds.
+      original_int_bool: a bool whose flag is the original's 0/1 int (argparse type=int).
+      metadata: any other ``metadata_<key>=value``, as metadata[key].
+    """
+    metadata = {"help": help_text, "rule": rule, "flag": flag, "original": original, "resumable": resumable,
+                "checkpoint_neutral": checkpoint_neutral, "original_int_bool": original_int_bool,
                 **{key[len("metadata_"):]: value for key, value in metadata.items()}}
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)

@@ -5,17 +5,17 @@
 writes ``LOGDIR/latents.npz`` (``infer``): ``z`` [N, D] float32 (every level's eps flattened and
 joined, level 0 first: ``latents.flatten``, the original's flatten_eps), ``y`` [N] int32 and ``x``
 [N, H, W, C] uint8, the images decoded from z (the original's x.npy). The dequantisation noise of
-test batch i is seeded (seed, 2**20 + i), as in the test passes of training.
+test batch i is seeded as in the test passes of training (``seeds.eval_noise_seed``).
 """
 import os
 
 import numpy as np
 import tensorflow as tf
 
-from glow_tf import checkpoints, files, latents
+from glow_tf import checkpoints, files, latents, openai, progress, seeds
 from glow_tf.model import Glow
+from glow_tf.plan import make_data
 from glow_tf.train_config import TrainConfig
-from glow_tf.train_lib import EVAL_SALT, Compilation, make_data, progress, seed_everything, stateless_noise
 
 
 def load_for_inference(config: TrainConfig, info) -> Glow:
@@ -24,16 +24,15 @@ def load_for_inference(config: TrainConfig, info) -> Glow:
     _, prefix = checkpoints.resolve(config.restore_path)
     if checkpoints.is_glow_tf_checkpoint(prefix):
         return checkpoints.restore_model(config.restore_path, use_ema=config.use_ema_for_eval)
-    from glow_tf import openai
     return openai.load_checkpoint(prefix, config.model_for(info).to_dict(),
-                                  use_ema=config.use_ema_for_eval and checkpoints.has_openai_ema(prefix))
+                                  use_ema=config.use_ema_for_eval and openai.has_ema(prefix))
 
 
 def infer(config: TrainConfig) -> str:
     """Encodes the test set of ``config`` with the --restore_path model; returns latents.npz's path."""
     if not config.inference:
         raise ValueError("--inference: expected True for inference.infer (train_lib.train_and_evaluate trains)")
-    seed_everything(config)
+    seeds.seed_everything(config.seed, config.deterministic)
     datasets, plan = make_data(config)
     info = datasets.info
     model = load_for_inference(config, info)
@@ -42,7 +41,7 @@ def infer(config: TrainConfig) -> str:
                          f"images, the data ({config.data.problem}) are {info.image_size}x{info.image_size}; "
                          "pass --image_size")
 
-    @tf.function(jit_compile=Compilation.of(config, tf.distribute.get_strategy(), n_replicas=1).eval)
+    @tf.function(jit_compile=config.xla)
     def encode_decode(x, y, noise):
         y = y if model.config.ycond else None
         eps = model.encode(model.preprocess(x, noise), y)
@@ -51,9 +50,9 @@ def infer(config: TrainConfig) -> str:
     zs, xs, ys = [], [], []
     n_batches = -(-info.n_test // plan.local_batch_test)
     with datasets.reading():
-        for index, (x, y) in enumerate(progress(datasets.test, "encoding the test set", n_batches)):
-            seed = tf.constant([config.seed, EVAL_SALT + index], tf.int64)
-            z, x_decoded = encode_decode(x, y, stateless_noise(tf.shape(x), seed, model.config.n_bins))
+        for index, (x, y) in enumerate(progress.bar(datasets.test, desc="encoding the test set", total=n_batches)):
+            noise = seeds.stateless_noise(tf.shape(x), seeds.eval_noise_seed(config.seed, index), model.config.n_bins)
+            z, x_decoded = encode_decode(x, y, noise)
             zs.append(z.numpy())
             xs.append(x_decoded.numpy())
             ys.append(y.numpy())

@@ -15,16 +15,17 @@ of a continuous image x in [-.5, .5)^D is
 and the original's per-example objective is ``log p(x) - log(n_bins) * D``.
 """
 import math
-import types
 from typing import List, NamedTuple
 
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from glow_tf.config import GlowConfig
+from glow_tf import latents
+from glow_tf.config import LOSS_TERMS, GlowConfig
 from glow_tf.layers import (ActNorm, FlowChain, FlowScan, LinearZeros, Split, TopPrior, data_dependent_init,
                             make_coupling, make_permutation, squeeze2d, unsqueeze2d)
+from glow_tf.fit import KerasTraining
 from glow_tf.layers.base import FLOAT32, check_precision, resolve_precision
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -99,8 +100,18 @@ def check_labels(y, n_y, batch_size=None, runtime_checks=False):
         return tf.identity(y)
 
 
-class Glow(keras.Model):
-    """The Glow model. See the module docstring and ../shared/design/ARCHITECTURE.md for the public contract.
+def reduce_bits(x_uint8, n_bits_x: int):
+    """The original's bit reduction: floor(x / 2**(8 - n_bits_x)), values in [0, 2**n_bits_x).
+
+    The pipelines yield full 8-bit images; the model reduces them in ``preprocess``.
+    """
+    if not 1 <= n_bits_x <= 8:
+        raise ValueError(f"n_bits_x: expected an int in 1..8, got {n_bits_x!r}")
+    return tf.bitwise.right_shift(tf.convert_to_tensor(x_uint8, tf.uint8), tf.constant(8 - n_bits_x, tf.uint8))
+
+
+class Glow(KerasTraining, keras.Model):
+    """The Glow model: the multi-scale flow, its objective, encoding, decoding and sampling (module docstring).
 
     Args:
       config: a ``GlowConfig``. Its ``precision`` '' takes tf_keras's global dtype policy.
@@ -133,8 +144,7 @@ class Glow(keras.Model):
         self.classifier = (LinearZeros(level_shapes[-1][2], config.n_y, name="classifier")
                            if config.has_classifier else None)
         self.initialized = tf.Variable(False, trainable=False, name="initialized")
-        # Held outside Keras's tracking: the metrics' counters are not weights to save or export.
-        self._fit_metrics = types.SimpleNamespace(means=None)
+        self.ema_weights = False  # whether it holds Polyak averages (checkpoints.restore_model sets it)
 
     # ---------------------------------------------------------------- validation at the edge
     def _check_images(self, x, what, dtype):
@@ -215,10 +225,7 @@ class Glow(keras.Model):
         """
         x = self._check_images(x, "x", tf.uint8)
         n_bins = float(self.config.n_bins)
-        x = tf.cast(x, tf.float32)
-        if self.config.n_bits_x < 8:
-            x = tf.floor(x / 2.0 ** (8 - self.config.n_bits_x))
-        x = x / n_bins - 0.5
+        x = tf.cast(reduce_bits(x, self.config.n_bits_x), tf.float32) / n_bins - 0.5
         if noise is None:
             noise = tf.random.uniform(tf.shape(x), 0.0, 1.0 / n_bins)
         else:
@@ -297,29 +304,14 @@ class Glow(keras.Model):
         else:
             bits_y, pred_loss = tf.zeros_like(bits_x), tf.ones_like(bits_x)
         loss = bits_x + self.config.weight_y * bits_y
-        return {"loss": loss, "bits_x": bits_x, "bits_y": bits_y, "pred_loss": pred_loss}
+        return dict(zip(LOSS_TERMS, (loss, bits_x, bits_y, pred_loss)))
 
     def sample_eps(self, n, temperature=1.0, seed=None):
         """Standard normal latents for n images, scaled by temperature (scalar or [n]).
 
-        ``seed``: None (stateful random draws) or a stateless seed pair [a, b] (as TensorFlow's
-        stateless ops take); level l draws with the pair with l folded in.
+        ``seed``: None (stateful random draws) or a stateless seed pair [a, b] (``latents.normal``).
         """
-        temperature = tf.reshape(tf.cast(temperature, tf.float32), [-1, 1, 1, 1])
-        if seed is not None:
-            seed = tf.cast(seed, tf.int64)
-            if seed.shape != [2]:
-                raise ValueError(f"seed: expected None or a stateless seed pair [a, b], got shape {seed.shape}")
-        eps = []
-        for level, shape in enumerate(self.config.eps_shapes()):
-            full_shape = tf.concat([[n], shape], axis=0)
-            if seed is None:
-                e = tf.random.normal(full_shape)
-            else:
-                level_seed = tf.random.experimental.stateless_fold_in(seed, level)
-                e = tf.random.stateless_normal(full_shape, seed=level_seed)
-            eps.append(e * temperature)
-        return eps
+        return latents.draw(self.config.eps_shapes(), n, temperature, latents.normal(seed))
 
     def sample(self, n, y=None, temperature=1.0, seed=None):
         """n uint8 images; every level's eps ~ N(0, temperature**2) (temperature scalar or [n]).
@@ -352,55 +344,6 @@ class Glow(keras.Model):
     def call(self, x, y=None):
         """Keras entry point: the per-example log-density of continuous x."""
         return self.log_prob(x, y)
-
-    # ------------------------------------------------------------------ Keras training
-    # model.compile(optimizer=...); model.fit(uint8 images or (images, labels) batches): the
-    # original's objective, loss = mean of loss_terms' loss (bits_x + weight_y * bits_y), with
-    # bits_x, bits_y and pred_loss as metrics. train.py is the faithful, resumable loop
-    # (warm-up, NaN guard, exact resume); fit is for Keras callbacks and habits.
-    _METRIC_NAMES = ("loss", "bits_x", "bits_y", "pred_loss")
-
-    @property
-    def metrics(self):
-        """The running means of fit/evaluate (Keras resets them every epoch); not model weights."""
-        if self._fit_metrics.means is None:
-            with tf.init_scope():
-                self._fit_metrics.means = [keras.metrics.Mean(name) for name in self._METRIC_NAMES]
-        return self._fit_metrics.means
-
-    def _images_and_labels(self, data):
-        x, y = (data[0], data[1]) if isinstance(data, (tuple, list)) else (data, None)
-        return x, (y if self.config.ycond else None)
-
-    def _record(self, terms):
-        for metric in self.metrics:
-            metric.update_state(terms[metric.name])
-        return {metric.name: metric.result() for metric in self.metrics}
-
-    def train_step(self, data):
-        x, y = self._images_and_labels(data)
-        with tf.GradientTape() as tape:
-            terms = self.loss_terms(x, y)
-            loss = tf.reduce_mean(terms["loss"])
-        self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
-        return self._record(terms)
-
-    def test_step(self, data):
-        x, y = self._images_and_labels(data)
-        return self._record(self.loss_terms(x, y))
-
-    def fit(self, x=None, y=None, batch_size=None, **kwargs):
-        """Keras ``fit``; data-dependent init runs first, on the first batch, if not done yet."""
-        if not bool(self.initialized.numpy()):
-            if isinstance(x, tf.data.Dataset):
-                first = next(iter(x))
-                images, labels = self._images_and_labels(first)
-            else:
-                n = batch_size or 32
-                images, labels = x[:n], (y[:n] if y is not None and self.config.ycond else None)
-            with self.distribute_strategy.scope():
-                self.initialize(images, labels)
-        return super().fit(x, y, batch_size=batch_size, **kwargs)
 
     @property
     def bijector(self):

@@ -29,7 +29,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 import tensorflow as tf
 
-from glow_tf import files
+from glow_tf import checkpoints, files
 from glow_tf.config import GlowConfig, read_openai_hparams
 from glow_tf.layers import (ActNorm, ConvActNorm, Coupling, InvertibleConv1x1, InvertibleConv1x1LU, LinearZeros,
                             Reverse, Shuffle, ZeroConv2D)
@@ -223,6 +223,11 @@ def _model_targets(prefix, reader, model, use_ema):
 
     _check_model_names(prefix, reader.get_variable_to_shape_map(), wanted, stored_key, model.config)
     return {stored_key(name): target for name, target in wanted.items()}
+
+
+def has_ema(prefix):
+    """Whether an original checkpoint holds the Polyak averages (``.../ExponentialMovingAverage``)."""
+    return any(name.endswith(EMA_SUFFIX) for name in checkpoints.variable_names(prefix))
 
 
 def load_checkpoint(ckpt_prefix, hparams, use_ema=False) -> Glow:

@@ -29,8 +29,7 @@ TensorFlow) or is restored from a glow_tf checkpoint (its signatures are built i
   pixels), FIGURE_GAP pixels apart on white, with rows and columns labelled (temperature, class).
   Files are written to a temp file, then renamed.
 * Progress: with ``ServedGlow.progress`` set (glow-sample sets it), a call that runs several
-  batches and the class means of a data set show a tqdm bar on a terminal, once they have
-  taken PROGRESS_DELAY seconds: quick calls stay silent.
+  batches and the class means of a data set show a progress bar (``glow_tf.progress``).
 """
 import hashlib
 import json
@@ -40,9 +39,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
-from tqdm import tqdm
 
-from glow_tf import files, latents
+from glow_tf import files, latents, progress
 from glow_tf.data.errors import DataError
 from glow_tf.errors import ModelError
 from glow_tf.files import write_atomic
@@ -51,7 +49,6 @@ from glow_tf.model import check_labels
 # The original's sampling temperatures (train.py draw_samples): one grid per temperature in
 # training, one row each in a sweep.
 SWEEP_TEMPERATURES = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-PROGRESS_DELAY = 3.0  # seconds of work before a progress bar appears
 # Figures: tile size reached by upscaling, pixels between tiles and around the figure, label font.
 FIGURE_MIN_TILE, FIGURE_GAP, FIGURE_PAD, FIGURE_FONT_SIZE = 64, 4, 8, 14
 # PIL modes of at most 8 bits per channel: those that convert to RGB or L without loss of range.
@@ -113,8 +110,8 @@ class ServedGlow:
         return check_labels(np.broadcast_to(np.asarray(y), [n]), self.config["n_y"], n).numpy()
 
     def progress_bar(self, iterable=None, **kwargs):
-        """A tqdm bar if ``progress`` is set and stderr is a terminal, shown after PROGRESS_DELAY s."""
-        return tqdm(iterable, disable=None if self.progress else True, delay=PROGRESS_DELAY, leave=False, **kwargs)
+        """A progress bar (``progress.bar``) if ``progress`` is set."""
+        return progress.bar(iterable, show=self.progress, **kwargs)
 
     def _batched(self, name, inputs, labels):
         """Calls signature ``name`` on slices of ``inputs`` (dict of [N, ...]); concatenated outputs."""
@@ -230,10 +227,20 @@ def sample_grid(served: ServedGlow, n, temperatures, y=None, seed=0):
     return np.stack(rows)
 
 
+def column_classes(n, n_y):
+    """int32 [n]: the original's classes of a sample row, class i % n_y for image i."""
+    return (np.arange(n) % n_y).astype(np.int32)
+
+
+def grid_rows(image_size):
+    """The rows (and columns) of the original's training sample grids: 10 up to 64 pixels, else 4."""
+    return 10 if image_size <= 64 else 4
+
+
 def grid_classes(served: ServedGlow, n, y=None):
-    """int32 [n] classes of a sample row (y, or class i % n_y for image i); None if not ycond."""
+    """int32 [n] classes of a sample row (y, or ``column_classes``); None if not ycond."""
     if y is None and served.ycond:
-        y = np.arange(n) % served.config["n_y"]
+        y = column_classes(n, served.config["n_y"])
     return served.labels(y, n)
 
 

@@ -29,15 +29,6 @@ from glow_tf.optim import OPTIMIZERS
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
-# The original train.py's argparse flags, in its order: the only ones that may be abbreviated.
-ORIGINAL_FLAGS = (
-    "verbose", "restore_path", "inference", "logdir", "problem", "category", "data_dir", "dal", "fmap",
-    "pmap", "n_train", "n_test", "n_batch_train", "n_batch_test", "n_batch_init", "optimizer", "lr",
-    "beta1", "polyak_epochs", "weight_decay", "epochs", "epochs_warmup", "epochs_full_valid",
-    "gradient_checkpointing", "image_size", "anchor_size", "width", "depth", "weight_y", "n_bits_x",
-    "n_levels", "n_sample", "epochs_full_sample", "learntop", "ycond", "seed", "flow_permutation",
-    "flow_coupling")
-
 # The original's test batch per local training batch (its train.py: "round down to closest
 # divisor of 50"); it ignored --n_batch_test.
 ORIGINAL_BATCH_TEST = {64: 50, 32: 25, 16: 10, 8: 5, 4: 2, 2: 2, 1: 1}
@@ -62,57 +53,63 @@ class TrainConfig:
                                                                         precision="float32"))
     data: DataConfig = fields.field(None, "The data.", None, flag=False,
                                     default_factory=lambda: DataConfig(problem="cifar10", n_train=50000))
-    verbose: bool = fields.field(False, "Print every step's loss (as the original's --verbose).", fields.BOOL)
+    verbose: bool = fields.field(False, "Print every step's loss (as the original's --verbose).", fields.BOOL,
+                                 original=0, resumable=True)
     restore_path: str = fields.field(
         "", "Start from another run's weights: a glow_tf logdir, checkpoint dir or checkpoint prefix "
         "(model, Polyak average and optimizer slots; the step, data position and logs start afresh, "
         "as the original), or an ORIGINAL OpenAI checkpoint prefix (weights, the optimizer's t and "
         "slots, averages: the original run goes on as its own --restore_path went on). With "
         "--inference: the model to encode with. Ignored when --logdir already holds a checkpoint "
-        "(that run is resumed).", fields.STRING)
+        "(that run is resumed).", fields.STRING, original=1, resumable=True)
     inference: bool = fields.field(
         False, "Inference mode (the original's `infer`): encode the test set with the --restore_path model "
         "and write the latents, labels and reconstructions to LOGDIR/latents.npz (z: [N, D] float32, "
         "every level's eps flattened and joined as the original's flatten_eps; y: [N] int32; x: [N, H, W, "
-        "C] uint8 decoded from z), instead of training.", fields.BOOL)
+        "C] uint8 decoded from z), instead of training.", fields.BOOL, original=2)
     logdir: str = fields.field("./logs", "Directory of the run: config.json, logs, checkpoints, sample grids, "
                                "TensorBoard summaries, SavedModel. Re-running with the same --logdir resumes.",
-                               fields.Rule("a directory", lambda v: isinstance(v, str) and v != ""))
+                               fields.Rule("a directory", lambda v: isinstance(v, str) and v != ""),
+                               original=3, resumable=True)
     # Optimisation hyper-parameters (the data's and the model's are in DataConfig and GlowConfig).
     n_batch_train: int = fields.field(64, "Training batch per replica at the anchor resolution.",
-                                      fields.POSITIVE_INT)
+                                      fields.POSITIVE_INT, original=12)
     n_batch_test: int = fields.field(-1, "Test batch per replica; -1: the original's rule, which ignored this "
                                      "flag: the local training batch B (at image_size) gives "
                                      f"{ORIGINAL_BATCH_TEST}[B], and a B not in that table the entry of the "
-                                     "largest key <= B (e.g. 48 -> 25).", fields.INT_OR_MINUS_ONE)
+                                     "largest key <= B (e.g. 48 -> 25).", fields.INT_OR_MINUS_ONE, original=13)
     n_batch_init: int = fields.field(256, "Batch for data-dependent init at the anchor resolution.",
-                                     fields.POSITIVE_INT)
-    optimizer: str = fields.field("adamax", "Optimizer of the original's optim.py.", fields.one_of(OPTIMIZERS))
+                                     fields.POSITIVE_INT, original=14)
+    optimizer: str = fields.field("adamax", "Optimizer of the original's optim.py.", fields.one_of(OPTIMIZERS),
+                                  original=15)
     lr: float = fields.field(0.001, "Base learning rate (linear warm-up over --epochs_warmup).",
-                             fields.POSITIVE_FLOAT)
+                             fields.POSITIVE_FLOAT, original=16)
     beta1: float = fields.field(0.9, "Adam/Adamax beta1 (0: no first moment).",
-                                fields.float_in("a float in [0, 1)", lambda v: 0.0 <= v < 1.0))
+                                fields.float_in("a float in [0, 1)", lambda v: 0.0 <= v < 1.0), original=17)
     polyak_epochs: float = fields.field(1.0, "beta2 (second moment and Polyak average decay) = "
-                                        "1 - 1 / (steps per epoch * polyak_epochs).", fields.POSITIVE_FLOAT)
+                                        "1 - 1 / (steps per epoch * polyak_epochs).", fields.POSITIVE_FLOAT,
+                                        original=18)
     weight_decay: float = fields.field(1.0, "Multiplicative weight decay w <- weight_decay * w - step; "
                                        "1.0 switches it off.",
-                                       fields.float_in("a float in (0, 1] (1.0: no decay)", lambda v: 0.0 < v <= 1.0))
+                                       fields.float_in("a float in (0, 1] (1.0: no decay)", lambda v: 0.0 < v <= 1.0),
+                                       original=19)
     epochs: int = fields.field(1000000, "Epochs: as the original, trains epochs 1 .. epochs - 1.",
-                               fields.int_at_least(2, " (the original trains epochs 1 .. epochs - 1)"))
+                               fields.int_at_least(2, " (the original trains epochs 1 .. epochs - 1)"),
+                               original=20, resumable=True)
     epochs_warmup: int = fields.field(10, "Learning-rate warm-up epochs: lr * min(1, images seen at the anchor "
                                       "resolution / (n_train * epochs_warmup)); 0: no warm-up.",
-                                      fields.int_at_least(0))
+                                      fields.int_at_least(0), original=21)
     epochs_full_valid: int = fields.field(50, "Epochs between test passes (and best-loss checkpoints).",
-                                          fields.POSITIVE_INT)
+                                          fields.POSITIVE_INT, original=22)
     anchor_size: int = fields.field(32, "Anchor size for deciding the batch size (see --n_batch_train).",
-                                    fields.POSITIVE_INT)
+                                    fields.POSITIVE_INT, original=25)
     # Synthesis / sampling.
     n_sample: int = fields.field(1, "Minibatch size for sample (accepted for compatibility; unused, as in the "
-                                 "original).", fields.POSITIVE_INT)
+                                 "original).", fields.POSITIVE_INT, original=31)
     epochs_full_sample: int = fields.field(50, "Epochs between sample grids (also epochs 1 and 10, as the "
-                                           "original).", fields.POSITIVE_INT)
+                                           "original).", fields.POSITIVE_INT, original=32)
     seed: int = fields.field(0, "Random seed (data order, augmentation, noise, init, samples).",
-                             fields.int_at_least(0))
+                             fields.int_at_least(0), original=35)
     # -------------------------------------------------------------------------- glow_tf's
     strategy: str = fields.field("default", "tf.distribute strategy: default (one device), mirrored (all "
                                  "local GPUs, else the CPU devices), multi_worker (one process per worker, on one "
@@ -120,15 +117,16 @@ class TrainConfig:
                                  "launch, see glow_tf/cluster.py), tpu.", fields.one_of(STRATEGIES))
     worker_hosts: str = fields.field("", "--strategy multi_worker launched by mpiexec: the hosts in the order mpiexec "
                                      "fills them with ranks, 'host:ranks,...' as Open MPI's --host ('h1:4,h2:4') or "
-                                     "'h1,h2' (ranks split evenly); '': every rank on this machine.", fields.STRING)
+                                     "'h1,h2' (ranks split evenly); '': every rank on this machine.", fields.STRING,
+                                     resumable=True)
     base_port: int = fields.field(12345, "--strategy multi_worker from Slurm or mpiexec: the port of each host's "
                                   "first worker (worker k of a host listens on base_port + k).",
-                                  fields.int_in(1, 65535))
+                                  fields.int_in(1, 65535), resumable=True)
     collective_timeout: float = fields.field(
         0.0, "--strategy multi_worker: seconds after which a collective that not every worker joined fails the "
         "run (TensorFlow keeps one sleeping thread per collective that long, about 4 per step); 0: none. A "
         "worker that dies or freezes ends the others within about 15 s either way (TensorFlow's heartbeats).",
-        fields.float_at_least(0, " (0: none)"))
+        fields.float_at_least(0, " (0: none)"), resumable=True)
     tpu: str = fields.field("", "TPU address or name for --strategy tpu ('' = local TPU VM / Colab).", fields.STRING)
     cpu_replicas: int = fields.field(0, "Split the CPU into this many logical devices (0: leave it), so that "
                                      "--strategy mirrored can be tried without GPUs.", fields.int_at_least(0))
@@ -140,7 +138,7 @@ class TrainConfig:
         fields.bool_or_none("the faster for --precision"))
     steps_per_execution: int = fields.field(1, "Training steps run in one tf.function call (fewer host "
                                             "round trips; logs and checkpoints happen between calls).",
-                                            fields.POSITIVE_INT)
+                                            fields.POSITIVE_INT, resumable=True)
     use_ema_for_eval: bool = fields.field(False, "Evaluate and sample with the Polyak-averaged weights (the "
                                           "original evaluates the raw weights). Export always uses them.",
                                           fields.BOOL)
@@ -150,26 +148,28 @@ class TrainConfig:
                                               fields.BOOL)
     max_steps: int = fields.field(0, "Stop after this many training steps in total (0: no limit); the run "
                                   "ends with a checkpoint, a test pass and the export.",
-                                  fields.int_at_least(0, " (0: no limit)"))
+                                  fields.int_at_least(0, " (0: no limit)"), resumable=True)
     max_time: float = fields.field(0.0, "Stop after this many seconds of training in this process (0: no "
                                    "limit); the run ends with a checkpoint, a test pass and the export.",
-                                   fields.float_in("seconds >= 0 (0: no limit)", lambda v: v >= 0))
+                                   fields.float_in("seconds >= 0 (0: no limit)", lambda v: v >= 0), resumable=True)
     deterministic: bool = fields.field(False, "Turn on tf.config.experimental.enable_op_determinism "
                                        "(bit-identical reruns and resumes on CPU; --seed seeds everything "
                                        "either way).", fields.BOOL)
     checkpoint_minutes: float = fields.field(10.0, "Minutes between checkpoints within an epoch (checkpoints "
-                                             "are also written at every epoch end).", fields.POSITIVE_FLOAT)
+                                             "are also written at every epoch end).", fields.POSITIVE_FLOAT,
+                                             resumable=True)
     keep_checkpoints: int = fields.field(3, "Latest checkpoints kept in LOGDIR/checkpoints (the best-test-loss "
                                          "one is kept apart in LOGDIR/model_best_loss); at least 2, so that a "
                                          "newest one that cannot be read leaves an older one to resume from.",
                                          fields.int_at_least(2, " (an unreadable newest checkpoint then leaves "
-                                                                "an older one to resume from)"))
+                                                                "an older one to resume from)"), resumable=True)
     max_nonfinite: int = fields.field(10, "Consecutive steps with a non-finite loss or gradient (each is "
                                       "skipped: no update) after which the run stops.", fields.POSITIVE_INT)
     export: bool = fields.field(True, "Write the SavedModel (Polyak-averaged weights) to LOGDIR/saved_model at "
-                                "the end of training.", fields.BOOL)
+                                "the end of training.", fields.BOOL, resumable=True)
     log_steps: bool = fields.field(False, "Also log every step's statistics to LOGDIR/train_steps.txt "
-                                   "(JSON lines: step, loss, bits_x, bits_y, pred_loss, ok).", fields.BOOL)
+                                   "(JSON lines: step, loss, bits_x, bits_y, pred_loss, ok).", fields.BOOL,
+                                   resumable=True)
 
     def __post_init__(self):
         fields.check(self, "--")
@@ -247,13 +247,16 @@ class Flag:
     """One of train.py's flags: the config field it sets.
 
     Attributes:
-      field: the dataclasses.Field (its help and rule).
+      field: the dataclasses.Field (its help, rule and facts: ``fields.field``).
       owner: "model", "data" or None (a TrainConfig field).
-      bool_as_int: a bool field whose flag is the original's 0/1 int (--gradient_checkpointing).
     """
     field: dataclasses.Field
     owner: Optional[str]
-    bool_as_int: bool
+
+    @property
+    def bool_as_int(self) -> bool:
+        """A bool field whose flag is the original's 0/1 int (--gradient_checkpointing)."""
+        return self.field.metadata["original_int_bool"]
 
     @property
     def help(self) -> str:
@@ -266,21 +269,19 @@ class Flag:
 
 
 def _flags():
-    """{name: Flag} of every flag field of TrainConfig, GlowConfig and DataConfig, in ORIGINAL_FLAGS' order first."""
+    """{name: Flag} of every flag field of TrainConfig, GlowConfig and DataConfig: the original's
+    flags first, in its order, then glow_tf's."""
     found = {}
     for f in dataclasses.fields(TrainConfig):
         if f.name in _NESTED:
             for inner in dataclasses.fields({"model": GlowConfig, "data": DataConfig}[f.name]):
                 if inner.metadata["flag"]:
-                    found[inner.name] = Flag(inner, f.name, inner.name in _ORIGINAL_INT_BOOLS)
+                    found[inner.name] = Flag(inner, f.name)
         else:
-            found[f.name] = Flag(f, None, False)
-    order = [name for name in ORIGINAL_FLAGS if name in found] + [name for name in found if name not in ORIGINAL_FLAGS]
-    return {name: found[name] for name in order}
-
-
-# The original's 0/1 flag of a bool field (argparse type=int: "--gradient_checkpointing 1").
-_ORIGINAL_INT_BOOLS = ("gradient_checkpointing",)
+            found[f.name] = Flag(f, None)
+    original = sorted((name for name in found if found[name].field.metadata["original"] is not None),
+                      key=lambda name: found[name].field.metadata["original"])
+    return {name: found[name] for name in original + [name for name in found if name not in original]}
 
 
 def _original_int_bool(name, value) -> bool:
@@ -290,6 +291,10 @@ def _original_int_bool(name, value) -> bool:
                   value)
     return bool(value)
 FLAGS = _flags()
+# The original train.py's flags, in its order: the only ones that may be abbreviated.
+ORIGINAL_FLAGS = tuple(name for name, flag in FLAGS.items() if flag.field.metadata["original"] is not None)
+# Flags that may change when a run resumes without a note.
+RESUMABLE_FLAGS = frozenset(name for name, flag in FLAGS.items() if flag.field.metadata["resumable"])
 
 
 def flag_defaults() -> dict:

@@ -14,15 +14,15 @@ Summaries are written with core ``tf.summary.write`` in the formats of TensorBoa
 and images plugins, so training does not need the tensorboard package (viewing does).
 """
 import json
+import math
 import os
 
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
+from glow_tf.config import LOSS_TERMS
 from glow_tf.errors import RunFileError
 from glow_tf.files import append_whole, write_atomic
-
-STATS = ("loss", "bits_x", "bits_y", "pred_loss")
 
 
 def _plugin_metadata(plugin):
@@ -103,4 +103,75 @@ def _json_or_none(text):
 
 def format_results(values):
     """The original's process_results: {stat: '%.4f' string}."""
-    return {name: "{:.4f}".format(float(v)) for name, v in zip(STATS, values)}
+    return {name: "{:.4f}".format(float(v)) for name, v in zip(LOSS_TERMS, values)}
+
+
+class RunLogs:
+    """A run's logs: the console lines, then (``open``) train.txt, test.txt, train_steps.txt
+    (--log_steps) and TensorBoard summaries in ``tensorboard/``. Only the chief writes (``chief``).
+
+    Args:
+      logdir, hps: the run's directory and the logs' first line.
+      plan: the run's ``plan.Plan`` (images seen per step).
+      chief, log_steps: whether this process writes, and train_steps.txt too.
+    """
+
+    def __init__(self, logdir, hps, plan, chief, log_steps):
+        self.logdir, self.hps, self.plan, self.chief, self.log_steps = logdir, hps, plan, chief, log_steps
+        self.train = self.test = self.steps = self.writer = None
+
+    def open(self, resumed_at=None):
+        """Opens the logs; ``resumed_at``: the step of the checkpoint the run resumes from (None: a new
+        run). The records written up to it stay: epoch records of its step were written before it, step
+        records of its step after it."""
+        by_images = by_step = None
+        if resumed_at is not None:
+            n_processed = self.plan.n_processed(resumed_at)
+            by_images = lambda record: record.get("n_processed", math.inf) <= n_processed  # noqa: E731
+            by_step = lambda record: record.get("step", math.inf) < resumed_at  # noqa: E731
+        path = lambda name: os.path.join(self.logdir, name)  # noqa: E731
+        self.train = JsonLinesLog(path("train.txt"), self.hps, by_images, self.chief)
+        self.test = JsonLinesLog(path("test.txt"), self.hps, by_images, self.chief)
+        self.steps = JsonLinesLog(path("train_steps.txt"), self.hps, by_step, self.chief and self.log_steps)
+        self.writer = (tf.summary.create_file_writer(path("tensorboard")) if self.chief
+                       else tf.summary.create_noop_writer())
+
+    def print(self, *args):
+        """A console line."""
+        if self.chief:
+            print(*args, flush=True)
+
+    def chunk(self, step, stats, ok, seconds, lr, nonfinite_total, verbose=False):
+        """The steps of a chunk from ``step`` (stats [n, 4], ok [n]): train_steps.txt, --verbose lines, summaries."""
+        records = [{"step": step + i, **{name: float(v) for name, v in zip(LOSS_TERMS, s)}, "ok": bool(o)}
+                   for i, (s, o) in enumerate(zip(stats, ok))]
+        self.steps.log(*records)
+        if verbose:
+            for record in records:
+                self.print(self.plan.n_processed(record["step"]), record)
+        end = step + len(ok)
+        with self.writer.as_default():
+            if ok.any():
+                for index, name in enumerate(LOSS_TERMS[:2]):
+                    summary_scalar(f"train/{name}", float(stats[ok, index].mean()), end)
+            summary_scalar("train/lr", lr, end)
+            summary_scalar("train/images_per_sec", len(ok) * self.plan.global_batch_train / seconds, end)
+            summary_scalar("train/nonfinite_steps", float(nonfinite_total), end)
+
+    def epoch(self, epoch, step, train_time, results):
+        """The original's train.txt record of an epoch ending at ``step``."""
+        self.train.log(dict(epoch=epoch, n_processed=self.plan.n_processed(step), n_images=self.plan.n_images(step),
+                            train_time=train_time, **format_results(results)))
+
+    def test_pass(self, epoch, step, results):
+        """The original's test.txt record, and the test summaries."""
+        self.test.log(dict(epoch=epoch, n_processed=self.plan.n_processed(step), n_images=self.plan.n_images(step),
+                           **format_results(results)))
+        with self.writer.as_default():
+            for index, name in enumerate(LOSS_TERMS[:2]):
+                summary_scalar(f"test/{name}", float(results[index]), step)
+
+    def image(self, tag, image, step):
+        """A TensorBoard image summary."""
+        with self.writer.as_default():
+            summary_image(tag, image, step)

@@ -3,15 +3,19 @@
 In the spirit of Flax's ``TrainState``: one object owns the model, the optimiser, the Polyak
 average, the data iterator, the RNG and the loop's counters (step, the epoch's running sums,
 the non-finite counters, training time and the best test loss), and the checkpoint of all of
-them. Everything exists from construction on; the loop changes the counters only through the
-methods below. The checkpoint's keys are those of every glow_tf run so far (``model``, ``ema``,
-``optimizer``, ``step``, ``iterator``, ``rng``, ``epoch_sums``, ...), so old runs resume.
+them. Everything exists from construction on; the loop changes them only through the methods
+below: ``apply_update`` (as Flax's ``apply_gradients``: the optimiser's step and the Polyak
+average's), ``averaged_weights`` (the averages swapped in), ``record_step`` and the rest. The
+checkpoint's keys (``model``, ``ema``, ``optimizer``, ``step``, ``iterator``, ``rng``,
+``epoch_sums``, ...) are kept as they are, so that older runs resume.
 """
+import contextlib
+
 import numpy as np
 import tensorflow as tf
 
 from glow_tf import checkpoints, openai, optim
-from glow_tf.train_logs import STATS
+from glow_tf.config import LOSS_TERMS
 
 TEST_LOSS_BEST_START = 999999.0  # the original's test_loss_best
 
@@ -39,7 +43,7 @@ class TrainState:
                                                   weight_decay=weight_decay)
         self.rng = tf.random.Generator.from_seed(seed)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-        self.epoch_sums = tf.Variable(tf.zeros([len(STATS)], tf.float64), trainable=False, name="epoch_sums")
+        self.epoch_sums = tf.Variable(tf.zeros([len(LOSS_TERMS)], tf.float64), trainable=False, name="epoch_sums")
         self.epoch_ok_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch_ok_steps")
         self.nonfinite_run = tf.Variable(0, dtype=tf.int64, trainable=False, name="nonfinite_run")
         self.nonfinite_total = tf.Variable(0, dtype=tf.int64, trainable=False, name="nonfinite_total")
@@ -53,6 +57,28 @@ class TrainState:
             test_loss_best=self.test_loss_best)
 
     # ------------------------------------------------------------------------ weights
+    @property
+    def needs_grad_squares(self) -> bool:
+        """Whether ``apply_update`` takes the replicas' mean of g**2 (adam2)."""
+        return self.optimizer.needs_grad_squares
+
+    def apply_update(self, grads, grad_squares, lr, ok):
+        """One optimiser step and Polyak average update with ``grads`` (cross-replica context);
+        nothing changes where ``ok`` is False."""
+        self.optimizer.apply(self.variables, grads, lr, ok, grad_squares)
+        self.ema.update(self.variables, ok)
+
+    @contextlib.contextmanager
+    def averaged_weights(self):
+        """Within it the model holds the Polyak averages (and the averages its own weights)."""
+        with self.strategy.scope():
+            self.ema.swap(self.variables)
+        try:
+            yield
+        finally:  # swapping twice undoes it
+            with self.strategy.scope():
+                self.ema.swap(self.variables)
+
     def start_average(self):
         """Restarts the Polyak average at the current weights."""
         with self.strategy.scope():
@@ -97,7 +123,7 @@ class TrainState:
     def end_epoch(self) -> np.ndarray:
         """The epoch's mean statistics [4] over its finite steps (NaN if none), and a new epoch's sums."""
         ok_steps = int(self.epoch_ok_steps.numpy())
-        means = self.epoch_sums.numpy() / ok_steps if ok_steps else np.full(len(STATS), np.nan)
+        means = self.epoch_sums.numpy() / ok_steps if ok_steps else np.full(len(LOSS_TERMS), np.nan)
         self.epoch_sums.assign(tf.zeros_like(self.epoch_sums))
         self.epoch_ok_steps.assign(0)
         return means

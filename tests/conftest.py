@@ -1,12 +1,13 @@
 """Shared fixtures: tiny Glow models, weight perturbation, Jacobian log-determinants.
 
-glow_tf is imported first: it sets the environment TensorFlow reads when it is first imported
-(Keras 2, quiet C++ logs; glow_tf/_env.py), which the tests' subprocesses inherit.
+The suite runs in glow_tf's programs' environment (Keras 2, quiet C++ logs, the XLA flags:
+glow_tf/cli/console.py), set before TensorFlow loads; the tests' subprocesses inherit it.
 """
 import json
 import os
 
-import glow_tf  # before TensorFlow (see above)
+import glow_tf.cli  # noqa: F401  first: the programs' environment (see above)
+import glow_tf
 import numpy as np
 import pytest
 import tensorflow as tf

@@ -9,7 +9,8 @@ import pytest
 from absl import flags
 
 from conftest import REPO_ROOT, build_model, tiny_config, write_run
-from glow_tf import _env, cli
+from glow_tf import cli
+from glow_tf.cli import console
 from glow_tf.cli import train as train_cli
 
 TRAIN_PY, SAMPLE_PY = os.path.join(REPO_ROOT, "train.py"), os.path.join(REPO_ROOT, "sample.py")
@@ -92,8 +93,8 @@ def test_a_program_may_take_positional_arguments_it_knows():
     ([SAMPLE_PY, "--model", "m", "--n", "many"], "sample.py: error: --n: expected an integer, got 'many'"),
     ([TRAIN_PY, "--flagfile", "absent.txt"], "train.py: error: --flagfile: expected a readable file of flags, got "
                                              "'absent.txt' (No such file or directory)"),
-    (["-m", "glow_tf.export", "--out", "o", "--checkpont", "c"],
-     "python -m glow_tf.export: error: --checkpont: expected one of the flags --help lists (did you mean "
+    (["-m", "glow_tf.cli.export", "--out", "o", "--checkpont", "c"],
+     "python -m glow_tf.cli.export: error: --checkpont: expected one of the flags --help lists (did you mean "
      "--checkpoint, --openai_checkpoint?), got an unknown flag"),
 ])
 def test_each_program_fails_with_that_one_line_and_no_help(args, message, tmp_path):
@@ -127,7 +128,7 @@ def test_a_logdir_whose_config_json_is_not_json_stops_train_py_with_one_line(tmp
     ("/x/y.py:3: DeprecationWarning: a Python warning\n", 3, True),
 ])
 def test_tensorflows_loading_lines_are_filtered_by_its_log_level(line, level, shown):
-    assert _env.shown(line, level) is shown
+    assert console.shown(line, level) is shown
 
 
 @pytest.mark.parametrize("given, expected", [
@@ -139,7 +140,7 @@ def test_xla_uses_the_llvm_fusion_emitters_unless_told_otherwise(given, expected
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     if given is not None:
         env["XLA_FLAGS"] = given
-    code = ("import os, glow_tf, tensorflow as tf\n"
+    code = ("import os, glow_tf.cli, tensorflow as tf\n"
             "tf.function(lambda x: x + 1, jit_compile=True)(tf.ones(2))  # XLA aborts on a flag it does not know\n"
             "print(os.environ['XLA_FLAGS'])")
     result = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO_ROOT, capture_output=True, text=True)

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from glow_tf import data
 from glow_tf.data import augment
+from glow_tf.model import reduce_bits
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MNIST_DIR = os.path.join(REPO, "..", "shared", "data", "mnist")
@@ -131,7 +132,7 @@ def test_train_epoch_is_a_permutation_then_reshuffled():
 @pytest.mark.parametrize("n_bits_x", [1, 3, 5, 8])
 def test_reduce_bits_is_the_originals_formula_on_pipeline_output(digits, n_bits_x):
     x = next(iter(digits.train))[0]
-    reduced = data.reduce_bits(x, n_bits_x).numpy()
+    reduced = reduce_bits(x, n_bits_x).numpy()
     expected = np.floor(x.numpy().astype(np.float64) / 2 ** (8 - n_bits_x))
     np.testing.assert_array_equal(reduced, expected)
     assert reduced.max() < 2 ** n_bits_x and reduced.dtype == np.uint8
@@ -139,7 +140,7 @@ def test_reduce_bits_is_the_originals_formula_on_pipeline_output(digits, n_bits_
 
 def test_reduce_bits_rejects_bad_bits():
     with pytest.raises(ValueError, match="n_bits_x"):
-        data.reduce_bits(np.zeros([1, 2, 2, 3], np.uint8), 0)
+        reduce_bits(np.zeros([1, 2, 2, 3], np.uint8), 0)
 
 
 # --- real MNIST (the must-show test) ------------------------------------------------------------

@@ -12,7 +12,7 @@ from glow_tf.layers import (ActNorm, AdditiveCoupling, AffineCoupling, ConvActNo
                             InvertibleConv1x1, InvertibleConv1x1LU, LinearZeros, Reverse, Shuffle, Split, Squeeze,
                             TopPrior, ZeroConv2D, data_dependent_init, parameters_as, read, squeeze2d, unsqueeze2d)
 from glow_tf.layers.base import initializing
-from glow_tf.layers.nn import _edge_padded, _edge_padded_conv2d, conv2d_same, edge_bias_conv2d
+from glow_tf.layers.nn import conv2d_same, edge_bias_conv2d, edge_padded, edge_padded_conv2d
 from glow_tf.model import FlowStep
 
 SHAPE = (2, 4, 4, 4)  # [N, H, W, C]
@@ -300,7 +300,7 @@ def test_conv2d_same_equals_tf_conv_with_gradients(n_in, n_out, size, jit_compil
 @pytest.mark.parametrize("n_in, n_out", [(3, 8), (6, 128)])
 def test_edge_padded_conv_gradients_are_tensorflows(n_in, n_out):
     # Outside XLA a conv with few inputs runs on the original's edge-padded input, with the
-    # input's gradient taken over x's own channels only (_edge_padded_conv2d).
+    # input's gradient taken over x's own channels only (edge_padded_conv2d).
     rng = np.random.RandomState(5)
     x = tf.constant(rng.standard_normal((2, 6, 5, n_in)).astype(np.float32))
     kernel = tf.constant(rng.standard_normal((3, 3, n_in + 1, n_out)).astype(np.float32))
@@ -312,8 +312,8 @@ def test_edge_padded_conv_gradients_are_tensorflows(n_in, n_out):
             out = conv(x, kernel)
         return [out] + tape.gradient(out, [x, kernel], output_gradients=upstream)
 
-    got = value_and_grads(_edge_padded_conv2d)
-    want = value_and_grads(lambda x, kernel: tf.nn.conv2d(_edge_padded(x, 3, 3), kernel, 1, "VALID"))
+    got = value_and_grads(edge_padded_conv2d)
+    want = value_and_grads(lambda x, kernel: tf.nn.conv2d(edge_padded(x, 3, 3), kernel, 1, "VALID"))
     for g, w, what in zip(got, want, ["output", "grad x", "grad kernel"]):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4, err_msg=what)
     np.testing.assert_allclose(got[0], edge_bias_conv2d(x, kernel), rtol=1e-4, atol=1e-4)

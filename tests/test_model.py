@@ -10,7 +10,7 @@ import tensorflow as tf
 
 import glow_tf
 from conftest import build_model, continuous_batch, jacobian_log_det, random_images, random_labels, tiny_config
-from glow_tf import reversible
+from glow_tf.layers import reversible
 from glow_tf.layers import ActNorm
 from glow_tf.layers.nn import ConvActNorm
 
@@ -233,7 +233,7 @@ def test_memory_saving_gradients_equal_normal_gradients(monkeypatch):
     calls = []
     original = reversible.scan_forward
     monkeypatch.setattr(reversible, "scan_forward",
-                        lambda *a, **k: calls.append(k["invert"]) or original(*a, **k))
+                        lambda *a, **k: calls.append(k["memory_saving"]) or original(*a, **k))
 
     x = random_images(config, 4, seed=6)
     y = tf.constant(random_labels(config, 4, seed=6))

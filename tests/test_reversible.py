@@ -1,4 +1,4 @@
-"""glow_tf.reversible: what each mode's backward loop keeps and computes.
+"""glow_tf.layers.reversible: what each mode's backward loop keeps and computes.
 
 That its values and gradients equal ordinary backprop's (and the unrolled steps') is checked
 in test_scan.py for every permutation and coupling, in graph mode and under XLA.

@@ -265,7 +265,7 @@ class _Terminal(io.StringIO):
 
 
 def test_a_long_call_shows_a_progress_bar_when_asked(served, monkeypatch):
-    monkeypatch.setattr(sampling, "PROGRESS_DELAY", 0.0)  # every call counts as long
+    monkeypatch.setattr("glow_tf.progress.DELAY", 0.0)  # every call counts as long
     shown = []
     for progress in (False, True):
         monkeypatch.setattr(served, "progress", progress)

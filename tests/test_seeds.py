@@ -9,7 +9,9 @@ import tensorflow as tf
 
 import glow_tf
 from conftest import perturb, tiny_config, write_run
-from glow_tf import checkpoints, train_lib
+from glow_tf import checkpoints, seeds
+from glow_tf.plan import make_data
+from glow_tf.trainer import Trainer
 from glow_tf.train_config import TrainConfig
 from test_train import tiny_digits
 
@@ -44,9 +46,9 @@ def test_two_seeds_give_different_w_and_shuffles_and_one_seed_the_same():
 def test_train_seed_reaches_the_model_and_the_rest_of_the_init(tmp_path):
     def initial_weights(seed):
         config = tiny_digits(tmp_path / str(seed), seed=seed, flow_permutation=2)
-        train_lib.seed_everything(config)
-        datasets, plan = train_lib.make_data(config)
-        trainer = train_lib.Trainer(config, tf.distribute.get_strategy(), datasets, plan)
+        seeds.seed_everything(config.seed, config.deterministic)
+        datasets, plan = make_data(config)
+        trainer = Trainer(config, tf.distribute.get_strategy(), datasets, plan)
         assert trainer.model.config.seed == seed
         trainer.data_dependent_init()
         return {v.name: v.numpy() for v in trainer.model.variables}
@@ -81,8 +83,8 @@ def test_a_restored_model_keeps_its_own_weights_and_indices_whatever_the_seed(tm
 def test_sample_grids_draw_fresh_latents_each_epoch_unless_fixed(tmp_path):
     def grids(fixed, epochs):
         config = tiny_digits(tmp_path, fixed_sample_latents=fixed)
-        datasets, plan = train_lib.make_data(config)
-        trainer = train_lib.Trainer(config, tf.distribute.get_strategy(), datasets, plan)
+        datasets, plan = make_data(config)
+        trainer = Trainer(config, tf.distribute.get_strategy(), datasets, plan)
         trainer.data_dependent_init()
         return [[grid for _, grid in trainer.sample_grids(epoch)] for epoch in epochs]
 
@@ -99,12 +101,12 @@ def test_sample_grids_draw_fresh_latents_each_epoch_unless_fixed(tmp_path):
 @pytest.mark.parametrize("ycond", [False, True])
 def test_a_temperature_zero_grid_decodes_each_distinct_batch_once(tmp_path, ycond):
     config = tiny_digits(tmp_path, ycond=ycond, n_batch_train=10)  # 10 batches, each labels 0..9
-    datasets, plan = train_lib.make_data(config)
-    trainer = train_lib.Trainer(config, tf.distribute.get_strategy(), datasets, plan)
+    datasets, plan = make_data(config)
+    trainer = Trainer(config, tf.distribute.get_strategy(), datasets, plan)
     trainer.data_dependent_init()
     perturb(trainer.model.trainable_variables, 0.1)  # priors and label embedding not zero
-    decode, temperatures = trainer.sample_batch, []
-    trainer.sample_batch = lambda temperature, *args: temperatures.append(float(temperature)) or decode(temperature, *args)
+    decode, temperatures = trainer.compiled.sample_batch, []
+    trainer.compiled.sample_batch = lambda temperature, *args: temperatures.append(float(temperature)) or decode(temperature, *args)
     (temperature, grid), *_ = trainer.sample_grids(epoch=1)
     assert temperature == 0.0 and temperatures.count(0.0) == 1 and len(temperatures) == 1 + 7 * 10
     labels = tf.constant(np.arange(10, dtype=np.int32))

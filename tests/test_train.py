@@ -15,7 +15,9 @@ from PIL import Image
 from conftest import REPO_ROOT, TINY_DIGITS, read_json_lines, tiny_digits  # test_seeds.py imports tiny_digits from here
 from glow_tf import checkpoints, data, errors, inference, train_config, train_lib, train_logs
 from glow_tf.cli import train as train_cli
+from glow_tf.plan import make_data, should_sample, should_test
 from glow_tf.train_config import TrainConfig
+from glow_tf.trainer import Trainer
 
 MNIST_DIR = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "data", "mnist"))
 ORIGINAL_KEYS = ["epoch", "n_processed", "n_images", "train_time", "loss", "bits_x", "bits_y", "pred_loss"]
@@ -72,7 +74,7 @@ def test_at_least_two_checkpoints_are_kept():
 
 def test_a_batch_that_vanishes_at_the_anchor_resolution_is_an_error():
     with pytest.raises(ValueError, match="--n_batch_train: expected"):
-        train_lib.make_data(TrainConfig.from_flags(problem="digits", anchor_size=2, n_batch_train=1))
+        make_data(TrainConfig.from_flags(problem="digits", anchor_size=2, n_batch_train=1))
 
 
 def test_the_test_batch_follows_the_originals_rule_unless_given():
@@ -80,7 +82,7 @@ def test_the_test_batch_follows_the_originals_rule_unless_given():
     assert {batch: TrainConfig().local_batch_test(batch) for batch in table} == table
     assert [TrainConfig().local_batch_test(batch) for batch in (3, 48, 100)] == [2, 25, 50]  # key <= batch
     for n_batch_test, expected in ((-1, 25), (7, 7)):  # 8 * 32**2 // 16**2 = 32 images per step -> 25
-        datasets, plan = train_lib.make_data(TrainConfig.from_flags({**TINY_DIGITS, "n_batch_train": 8, "anchor_size": 32,
+        datasets, plan = make_data(TrainConfig.from_flags({**TINY_DIGITS, "n_batch_train": 8, "anchor_size": 32,
                                                                      "n_batch_test": n_batch_test}))
         assert plan.local_batch_test == expected
         assert next(iter(datasets.test))[0].shape[0] == expected
@@ -88,13 +90,13 @@ def test_the_test_batch_follows_the_originals_rule_unless_given():
 
 def test_the_originals_test_and_sample_schedule():
     config = TrainConfig.from_flags(epochs_full_valid=50, epochs_full_sample=50)
-    tested = [e for e in range(1, 201) if train_lib.should_test(e, config)]
-    sampled = [e for e in range(1, 201) if train_lib.should_sample(e, config)]
+    tested = [e for e in range(1, 201) if should_test(e, config)]
+    sampled = [e for e in range(1, 201) if should_sample(e, config)]
     assert tested == [50, 100, 150, 200]
     assert sampled == [1, 10, 50, 100, 150, 200]
     config = TrainConfig.from_flags(epochs_full_valid=50, epochs_full_sample=3)
     # Sampling happens only inside the original's "epoch < 10 or ... or full valid" branch.
-    assert [e for e in range(1, 61) if train_lib.should_sample(e, config)] == [1, 3, 6, 9, 10, 30]
+    assert [e for e in range(1, 61) if should_sample(e, config)] == [1, 3, 6, 9, 10, 30]
 
 
 # ----------------------------------------------------------------------- an MNIST run
@@ -156,7 +158,7 @@ def test_inference_mode_encodes_the_test_set(mnist_run, tmp_path):
     path = inference.infer(config)
     assert path == os.path.join(str(tmp_path), "latents.npz")
     result = np.load(path)
-    datasets, _ = train_lib.make_data(config)
+    datasets, _ = make_data(config)
     images = np.concatenate([x.numpy() for x, _ in datasets.test])
     labels = np.concatenate([y.numpy() for _, y in datasets.test])
     assert result["z"].shape == (500, 32 * 32 * 3) and result["z"].dtype == np.float32
@@ -227,14 +229,14 @@ def test_a_run_written_by_older_code_has_the_same_checkpoint_and_resumes(tmp_pat
 # -------------------------------------------------------------------------- NaN guard
 def inject_nan_at_step(monkeypatch, step):
     """Makes the loss and gradients of training step ``step`` (0-based) NaN, as a diverging step would."""
-    replica_grads = train_lib.Trainer.replica_grads
+    replica_grads = Trainer.replica_grads
 
     def poisoned(self, x, y, noise):
         stats, grads = replica_grads(self, x, y, noise)
         poison = tf.where(self.state.step == step, float("nan"), 0.0)
         return tf.tensor_scatter_nd_add(stats, [[0]], [poison]), [g + poison for g in grads]
 
-    monkeypatch.setattr(train_lib.Trainer, "replica_grads", poisoned)
+    monkeypatch.setattr(Trainer, "replica_grads", poisoned)
 
 
 def test_a_nonfinite_step_is_skipped_and_counted(tmp_path, monkeypatch):
@@ -293,10 +295,10 @@ def test_xla_and_plain_training_steps_agree(tmp_path):
     for jit in (False, True):
         tf.keras.utils.set_random_seed(1)  # the same initial weights
         config = tiny_digits(tmp_path, jit_compile=jit)
-        datasets, plan = train_lib.make_data(config)
-        trainer = train_lib.Trainer(config, tf.distribute.get_strategy(), datasets, plan)
+        datasets, plan = make_data(config)
+        trainer = Trainer(config, tf.distribute.get_strategy(), datasets, plan)
         trainer.data_dependent_init()
-        stats, ok = trainer.train_chunk(tf.constant(3))
+        stats, ok = trainer.compiled.train_chunk(tf.constant(3))
         results[jit] = stats.numpy(), ok.numpy(), [v.numpy() for v in trainer.state.variables + trainer.state.ema.shadows]
     (stats, ok, weights), (xla_stats, xla_ok, xla_weights) = results[False], results[True]
     assert ok.all() and xla_ok.all()
@@ -307,7 +309,7 @@ def test_xla_and_plain_training_steps_agree(tmp_path):
 
 
 def test_data_is_what_make_data_describes():
-    datasets, plan = train_lib.make_data(TrainConfig.from_flags({**TINY_DIGITS, "n_batch_train": 8, "anchor_size": 32}))
+    datasets, plan = make_data(TrainConfig.from_flags({**TINY_DIGITS, "n_batch_train": 8, "anchor_size": 32}))
     x, y = next(iter(datasets.train))
     assert x.shape == (32, 16, 16, 3) and plan.local_batch_train == 32  # 8 * 32**2 // 16**2
     assert plan.train_its == 8 and plan.beta2 == pytest.approx(1 - 1 / 8)  # ceil(n_train / n_batch_train)
@@ -319,8 +321,8 @@ def test_restore_path_accepts_an_original_openai_checkpoint(golden_dir, tmp_path
     from glow_tf import openai
     golden = os.path.join(golden_dir, "additive_shuffle_8bit")  # 16x16, 3 levels, depth 2, width 8, shuffle
     config = tiny_digits(tmp_path, n_levels=3, depth=2, width=8, flow_permutation=1, restore_path=golden)
-    datasets, plan = train_lib.make_data(config)
-    trainer = train_lib.Trainer(config, tf.distribute.get_strategy(), datasets, plan)
+    datasets, plan = make_data(config)
+    trainer = Trainer(config, tf.distribute.get_strategy(), datasets, plan)
     assert trainer.model.config.image_size == 16 and trainer.model.config.n_channels == 3
     assert "original OpenAI checkpoint" in trainer.restore_weights(golden)
     original = openai.load_checkpoint(golden, os.path.join(golden, "hparams.json"))
@@ -329,9 +331,9 @@ def test_restore_path_accepts_an_original_openai_checkpoint(golden_dir, tmp_path
         np.testing.assert_array_equal(ours.numpy(), theirs.numpy(), err_msg=ours.name)
     for shadow, theirs in zip(trainer.state.ema.shadows, averages.trainable_variables):
         np.testing.assert_array_equal(shadow.numpy(), theirs.numpy())
-    stats, ok = trainer.train_chunk(tf.constant(2))  # and it trains on
+    stats, ok = trainer.compiled.train_chunk(tf.constant(2))  # and it trains on
     assert ok.numpy().all() and bool(trainer.model.initialized.numpy())
     wrong = tiny_digits(tmp_path, n_levels=3, depth=2, width=16, flow_permutation=1)
-    wrong_trainer = train_lib.Trainer(wrong, tf.distribute.get_strategy(), datasets, plan)
+    wrong_trainer = Trainer(wrong, tf.distribute.get_strategy(), datasets, plan)
     with pytest.raises(ValueError, match="shape mismatch|missing"):
         wrong_trainer.restore_weights(golden)

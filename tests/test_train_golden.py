@@ -49,7 +49,9 @@ import pytest
 import tensorflow as tf
 
 from conftest import GOLDEN_DIR
-from glow_tf import files, openai, optim, train_lib
+from glow_tf import files, openai, optim
+from glow_tf.plan import make_data
+from glow_tf.trainer import Trainer
 from glow_tf.train_config import TrainConfig
 
 FIXTURE_FILE = "train_expected.npz"
@@ -128,7 +130,7 @@ class Run:
       step_stats: [steps, 4] each step's statistics (at the weights before it).
       states: [start, then after each step] {checkpoint name: value} of weights, slots, averages and t.
     """
-    trainer: train_lib.Trainer
+    trainer: Trainer
     restored: str
     start: int
     stats: np.ndarray
@@ -151,8 +153,8 @@ def trainer_for(fixture, mode, restore_path, logdir, **changes):
         anchor_size=hps["anchor_size"], n_batch_train=hps["n_batch_train"], n_batch_init=hps["n_batch_init"],
         n_train=fixture.hp("train_its") * hps["n_batch_train"],  # the original's train_its steps per epoch
         epochs_warmup=0, restore_path=restore_path, logdir=logdir, export=False, **MODES[mode]), **changes})
-    datasets, plan = train_lib.make_data(config)
-    trainer = train_lib.Trainer(config, tf.distribute.get_strategy(), datasets, plan)
+    datasets, plan = make_data(config)
+    trainer = Trainer(config, tf.distribute.get_strategy(), datasets, plan)
     return trainer, trainer.start()
 
 
@@ -176,12 +178,12 @@ def run_glow_tf(fixture, mode, logdir, start=0):
     x, y, noise = (tf.constant(fixture.expected[key]) for key in ("x", "y", "noise"))
     jit = trainer.config.jit_compile
     if not jit:
-        stats, grads = trainer.replica_grads(x, y, noise)
+        stats, grads = trainer.compiled.replica_grads(x, y, noise)
         stats, grad_slack = stats.numpy(), {weight: 0.0 for weight in fixture.params}
         grads = {weight: target.value() for weight, target in openai.per_weight_targets(trainer.model, grads).items()}
 
     def step(lr):  # as Trainer.train_chunk runs it
-        return trainer.strategy.run(trainer.replica_step, args=(x, y, noise, lr))
+        return trainer.strategy.run(trainer.compiled.replica_step, args=(x, y, noise, lr))
 
     states, step_stats = [glow_tf_state(trainer, fixture)], []
     for k in range(start, N_STEPS):

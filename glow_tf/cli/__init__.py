@@ -17,15 +17,22 @@ A ValueError out of a program (a bad flag combination, unreadable data, a damage
 its message says what was expected) or a failed write (``glow_tf.errors.WriteError``: a full
 disk, its message says what is intact) ends it the same way, without a traceback. absl's INFO log lines (TensorFlow's
 about every checkpoint written, every SavedModel variable) are hidden unless --verbosity is given.
+
+Importing this package prepares the process for a program before TensorFlow loads (a quiet
+console, Keras 2, the XLA flags: ``console.prepare``); nothing outside glow_tf/cli imports it.
 """
-import difflib
-import os
-import re
-import sys
+from glow_tf.cli import console
 
-from absl import app, flags, logging
+console.prepare()  # first: TensorFlow reads this environment when it loads
 
-from glow_tf.errors import WriteError
+import difflib  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+import sys  # noqa: E402
+
+from absl import app, flags, logging  # noqa: E402
+
+from glow_tf.errors import WriteError  # noqa: E402
 
 # absl's messages for a value it could not parse or validate, and for a flag given no value.
 _BAD_VALUE = re.compile(r"flag --(?P<name>[^=\s]+)=(?P<value>.*?): ")

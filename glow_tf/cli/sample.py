@@ -13,7 +13,9 @@ alpha), not the edge-to-edge raster training writes. The rules (figure layout, i
 attribute directions) are in glow_tf/sampling.py. Work that takes more than a few seconds (a
 large grid, the class means of --manipulate) shows a progress bar.
 """
+import dataclasses
 import os
+from typing import Optional, Tuple
 
 import numpy as np
 from absl import flags, logging
@@ -65,6 +67,41 @@ def _define_flags():
     flags.mark_flag_as_required("model")
 
 
+@dataclasses.dataclass(frozen=True)
+class SampleOptions:
+    """The flags of one glow-sample call, read once (``from_flags``); each is its flag (--help)."""
+    model: str
+    use_ema: bool
+    out: str
+    n: int
+    temperature: str
+    y: Optional[int]
+    seed: int
+    interpolate: Optional[Tuple[str, ...]]
+    steps: int
+    manipulate: Optional[str]
+    attribute: Optional[str]
+    alpha: Tuple[str, ...]
+    problem: str
+    data_dir: str
+    attribute_images: int
+    attribute_cache: Optional[str]
+    reconstruct: Optional[Tuple[str, ...]]
+    batch_size: int
+    precision: str  # '' when --precision is not given: a SavedModel's own, a checkpoint's float32
+
+    @classmethod
+    def from_flags(cls, flag_values) -> "SampleOptions":
+        values = {f.name: flag_values[f.name].value for f in dataclasses.fields(cls)}
+        modes = [name for name in ("interpolate", "manipulate", "reconstruct") if values[name] is not None]
+        if len(modes) > 1:
+            raise ValueError(f"expected at most one of --interpolate, --manipulate, --reconstruct, got {modes}")
+        for name in ("interpolate", "reconstruct", "alpha"):
+            values[name] = tuple(values[name]) if values[name] is not None else None
+        values["precision"] = values["precision"] if flag_values["precision"].present else ""
+        return cls(**values)
+
+
 def _temperatures(text):
     if text == "sweep":
         return list(sampling.SWEEP_TEMPERATURES)
@@ -74,26 +111,26 @@ def _temperatures(text):
         raise ValueError(f"--temperature: expected a number or 'sweep', got {text!r}") from None
 
 
-def _manipulation_figure(served, image):
-    if FLAGS.attribute is None:
+def _manipulation_figure(options, served, image):
+    if options.attribute is None:
         raise ValueError("--attribute: expected a class with --manipulate, got none")
-    k = sampling.parse_attribute(FLAGS.attribute)
-    cache = FLAGS.attribute_cache or os.path.join(os.path.dirname(os.path.abspath(FLAGS.out)),
-                                                  f"attributes_{FLAGS.problem}.npz")
+    k = sampling.parse_attribute(options.attribute)
+    cache = options.attribute_cache or os.path.join(os.path.dirname(os.path.abspath(options.out)),
+                                                  f"attributes_{options.problem}.npz")
 
     def compute():
-        datasets = sampling.heldout_datasets(served, FLAGS.problem, FLAGS.data_dir, FLAGS.attribute_images)
-        logging.info("computing class mean latents over %d images of %s", datasets.info.n_test, FLAGS.problem)
+        datasets = sampling.heldout_datasets(served, options.problem, options.data_dir, options.attribute_images)
+        logging.info("computing class mean latents over %d images of %s", datasets.info.n_test, options.problem)
         with datasets.reading():
             return sampling.class_mean_latents(served, datasets.test, datasets.info.n_y)
 
-    key = {"problem": FLAGS.problem, "data_dir": FLAGS.data_dir, "images": FLAGS.attribute_images}
+    key = {"problem": options.problem, "data_dir": options.data_dir, "images": options.attribute_images}
     means, counts = sampling.cached_class_means(served, cache, key, compute)
     direction = sampling.attribute_direction(means, counts, k)
-    alphas = [float(a) for a in FLAGS.alpha]
-    row = sampling.manipulate(served, image, direction, alphas, FLAGS.y)
+    alphas = [float(a) for a in options.alpha]
+    row = sampling.manipulate(served, image, direction, alphas, options.y)
     return sampling.figure(row, len(row), col_labels=[f"alpha {a:g}" for a in alphas],
-                           title=_titled(f"towards class {k}"))
+                           title=_titled(options, f"towards class {k}"))
 
 
 def _second_interpolation_image(arguments):
@@ -104,64 +141,62 @@ def _second_interpolation_image(arguments):
     return arguments
 
 
-def _titled(*parts):
+def _titled(options, *parts):
     """A figure's title: the parts, and the class --y fixed for every image."""
-    return ", ".join(list(parts) + ([f"class {FLAGS.y}"] if FLAGS.y is not None else []))
+    return ", ".join(list(parts) + ([f"class {options.y}"] if options.y is not None else []))
 
 
-def _class_labels(served, n):
+def _class_labels(options, served, n):
     """Column labels 'class c' of a sample row when the model picks class i % n_y; [] otherwise."""
-    classes = sampling.grid_classes(served, n) if served.ycond and FLAGS.y is None else ()
+    classes = sampling.grid_classes(served, n) if served.ycond and options.y is None else ()
     return [f"class {c}" for c in classes]
 
 
-def _sample_figure(served):
+def _sample_figure(options, served):
     """A sweep: one row per temperature, one column per latent draw (and class); else one temperature."""
-    temperatures = _temperatures(FLAGS.temperature)
-    grid = sampling.sample_grid(served, FLAGS.n, temperatures, FLAGS.y, FLAGS.seed)  # [T, n, H, W, C]
+    temperatures = _temperatures(options.temperature)
+    grid = sampling.sample_grid(served, options.n, temperatures, options.y, options.seed)  # [T, n, H, W, C]
     if len(temperatures) > 1:
-        return sampling.figure(grid.reshape((-1,) + grid.shape[2:]), FLAGS.n,
+        return sampling.figure(grid.reshape((-1,) + grid.shape[2:]), options.n,
                                row_labels=[f"T = {t:g}" for t in temperatures],
-                               col_labels=_class_labels(served, FLAGS.n), title=_titled())
-    labels = _class_labels(served, min(FLAGS.n, served.config["n_y"]))  # column j: class j
-    cols = len(labels) or int(np.ceil(np.sqrt(FLAGS.n)))  # else square-ish, as the original
-    return sampling.figure(grid[0], cols, col_labels=labels, title=_titled(f"T = {temperatures[0]:g}"))
+                               col_labels=_class_labels(options, served, options.n), title=_titled(options))
+    labels = _class_labels(options, served, min(options.n, served.config["n_y"]))  # column j: class j
+    cols = len(labels) or int(np.ceil(np.sqrt(options.n)))  # else square-ish, as the original
+    return sampling.figure(grid[0], cols, col_labels=labels, title=_titled(options, f"T = {temperatures[0]:g}"))
 
 
-def _interpolation_figure(served, a, b):
-    row = sampling.interpolate(served, a, b, FLAGS.steps, FLAGS.y)
-    weights = sampling.interpolation_weights(FLAGS.steps)  # column j: t_j of eps_b
+def _interpolation_figure(options, served, a, b):
+    row = sampling.interpolate(served, a, b, options.steps, options.y)
+    weights = sampling.interpolation_weights(options.steps)  # column j: t_j of eps_b
     return sampling.figure(row, len(row), col_labels=[f"t = {t:.2f}" for t in weights],
-                           title=_titled("interpolation"))
+                           title=_titled(options, "interpolation"))
 
 
-def _figure(served):
+def _figure(options, served):
     """The labelled figure (sampling.figure) of the mode the flags ask for."""
     read = lambda path: sampling.read_image(path, served.image_shape)  # noqa: E731
-    if FLAGS.interpolate is not None:
-        if len(FLAGS.interpolate) != 2:
-            raise ValueError(f"--interpolate: expected two images, got {FLAGS.interpolate}")
-        return _interpolation_figure(served, *map(read, FLAGS.interpolate))
-    if FLAGS.manipulate is not None:
-        return _manipulation_figure(served, read(FLAGS.manipulate))
-    if FLAGS.reconstruct is not None:
-        images = np.stack([read(path) for path in FLAGS.reconstruct])  # [N, H, W, C]
-        both = np.concatenate([images, sampling.reconstruct(served, images, FLAGS.y)])
-        return sampling.figure(both, len(images), row_labels=["input", "decoded"], title=_titled())
-    return _sample_figure(served)
+    if options.interpolate is not None:
+        if len(options.interpolate) != 2:
+            raise ValueError(f"--interpolate: expected two images, got {options.interpolate}")
+        return _interpolation_figure(options, served, *map(read, options.interpolate))
+    if options.manipulate is not None:
+        return _manipulation_figure(options, served, read(options.manipulate))
+    if options.reconstruct is not None:
+        images = np.stack([read(path) for path in options.reconstruct])  # [N, H, W, C]
+        both = np.concatenate([images, sampling.reconstruct(served, images, options.y)])
+        return sampling.figure(both, len(images), row_labels=["input", "decoded"], title=_titled(options))
+    return _sample_figure(options, served)
 
 
 def _sample():
-    modes = [name for name in ("interpolate", "manipulate", "reconstruct") if FLAGS[name].value is not None]
-    if len(modes) > 1:
-        raise ValueError(f"expected at most one of --interpolate, --manipulate, --reconstruct, got {modes}")
-    served = sampling.load_model(FLAGS.model, use_ema=FLAGS.use_ema, batch_size=FLAGS.batch_size,
-                                 precision=FLAGS.precision if FLAGS["precision"].present else "")
+    options = SampleOptions.from_flags(FLAGS)
+    served = sampling.load_model(options.model, use_ema=options.use_ema, batch_size=options.batch_size,
+                                 precision=options.precision)
     served.progress = True
-    served.reseed(FLAGS.seed)
-    image = _figure(served)
-    sampling.save_raster(image, FLAGS.out)
-    print(f"wrote {FLAGS.out}: {image.shape[1]}x{image.shape[0]} pixels")
+    served.reseed(options.seed)
+    image = _figure(options, served)
+    sampling.save_raster(image, options.out)
+    print(f"wrote {options.out}: {image.shape[1]}x{image.shape[0]} pixels")
 
 
 def main():

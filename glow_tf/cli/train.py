@@ -6,7 +6,8 @@
 
 The flags are the original's (same names and defaults) plus glow_tf's; they are defined,
 documented and validated in glow_tf/train_config.py (the model's and the data's in config.py and
-data/config.py); the training loop lives in glow_tf/train_lib.py, inference in glow_tf/inference.py.
+data/config.py); the training run lives in glow_tf/train_lib.py (its step in trainer.py), inference in
+glow_tf/inference.py.
 As with the original's argparse, a flag of the original may be abbreviated to any prefix that
 is unambiguous (`--n_level 3` is `--n_levels 3`, `--learn` is `--learntop`); a prefix that could
 also mean another flag (glow_tf's or absl's) is an error naming them, and glow_tf's own flags

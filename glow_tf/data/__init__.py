@@ -13,8 +13,7 @@ the pixel arithmetic. Each module's docstring states its rules.
 from glow_tf.data.config import PROBLEM_DEFAULTS, PROBLEMS, DataConfig
 from glow_tf.data.errors import DataError
 from glow_tf.data.idx import read_idx, read_mnist
-from glow_tf.data.images import reduce_bits
 from glow_tf.data.pipeline import Datasets, DatasetInfo, make_datasets
 
 __all__ = ["PROBLEMS", "PROBLEM_DEFAULTS", "DataConfig", "DataError", "Datasets", "DatasetInfo",
-           "make_datasets", "read_idx", "read_mnist", "reduce_bits"]
+           "make_datasets", "read_idx", "read_mnist"]

@@ -60,32 +60,35 @@ class DataConfig:
     (``train_config``), whose batch flags are per replica at the anchor resolution and become
     these global ones at the run's start. Bad values raise a ValueError (``fields.FieldError``).
     """
-    problem: str = fields.field("digits", "Data set.", fields.one_of(PROBLEMS))
+    problem: str = fields.field("digits", "Data set.", fields.one_of(PROBLEMS), original=4)
     data_dir: str = fields.field(
         "", "Location of the data: MNIST idx files or Keras' mnist.npz (mnist), Keras' cifar-10-batches-py/ "
         "or cifar-10-python.tar.gz (cifar10), the original's tfrecords, a tfds data dir, or an image folder "
         "(--problem folder). '': for mnist and cifar10 the Keras cache where the original's keras.datasets "
         "put them ($KERAS_HOME/datasets, ~/.keras/datasets), else tfds' default. See data/problems.py.",
-        fields.STRING)
-    category: str = fields.field("", "LSUN category (appended to --data_dir, as the original).", fields.STRING)
+        fields.STRING, original=6)
+    category: str = fields.field("", "LSUN category (appended to --data_dir, as the original).", fields.STRING,
+                                 original=5)
     image_size: int = fields.field(-1, "Image size; -1: the problem's size (PROBLEM_DEFAULTS).",
-                                   fields.INT_OR_MINUS_ONE)
+                                   fields.INT_OR_MINUS_ONE, original=24)
     n_train: int = fields.field(
         -1, "Epoch size in images at the anchor resolution (as the original: an epoch is ceil(n_train / "
         "(n_batch_train * replicas)) steps); -1: the size of the train split (50000 where unknown). It never "
-        "drops training examples.", fields.INT_OR_MINUS_ONE)
+        "drops training examples.", fields.INT_OR_MINUS_ONE, original=10)
     n_test: int = fields.field(-1, "Held-out images evaluated per test pass (the first n_test of the held-out "
                                "split); -1: the problem's default, capped at the split's size.",
-                               fields.INT_OR_MINUS_ONE)
+                               fields.INT_OR_MINUS_ONE, original=11)
     n_batch_train: int = fields.field(64, "Global training batch (split over replicas by tf.distribute).",
                                       fields.POSITIVE_INT, flag=False)
     n_batch_test: int = fields.field(50, "Evaluation batch.", fields.POSITIVE_INT, flag=False)
     n_batch_init: int = fields.field(256, "Size of the data-dependent-init batch.", fields.POSITIVE_INT, flag=False)
     dal: int = fields.field(1, "Data augmentation level: 0 none, 1 standard (random shift of up to 10%, as the "
                             "original's ImageDataGenerator), 2 extra (cifar10: also flip, rotation, zoom, "
-                            "shear); capped per problem (ProblemDefaults.max_dal).", fields.one_of((0, 1, 2)))
-    fmap: int = fields.field(1, "Files read in parallel.", fields.POSITIVE_INT)
-    pmap: int = fields.field(16, "Parallel map calls in the input pipeline (-1: autotune).", fields.INT_OR_MINUS_ONE)
+                            "shear); capped per problem (ProblemDefaults.max_dal).", fields.one_of((0, 1, 2)),
+                            original=7)
+    fmap: int = fields.field(1, "Files read in parallel.", fields.POSITIVE_INT, original=8)
+    pmap: int = fields.field(16, "Parallel map calls in the input pipeline (-1: autotune).", fields.INT_OR_MINUS_ONE,
+                             original=9)
     seed: int = fields.field(0, "Seeds shuffling, augmentation and random crops (train.py: --seed).",
                              fields.int_at_least(0), flag=False)
     shuffle_buffer: int = fields.field(

@@ -5,7 +5,7 @@ uncompressed file wins when both are there). Compression is detected from the co
 the name.
 
 Split rule: with the train files, train = the 60,000 train images and held out = the 10,000
-t10k images (as the original). With only the t10k files (as in ../shared/data/mnist), the
+t10k images (as the original). With only the t10k files, the
 first 9,000 t10k images train and the last 1,000 are held out, and the log says so.
 
 Every image is padded to 32x32 ('minimum' mode) and tiled to 3 channels, as the original.

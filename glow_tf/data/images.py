@@ -14,17 +14,6 @@ import tensorflow as tf
 from glow_tf.data.errors import checked
 
 
-def reduce_bits(x_uint8, n_bits_x: int):
-    """The original's bit reduction: floor(x / 2**(8 - n_bits_x)), values in [0, 2**n_bits_x).
-
-    The pipelines yield full 8-bit images; the model reduces them in ``preprocess``.
-    """
-    if not 1 <= n_bits_x <= 8:
-        raise ValueError(f"n_bits_x: expected an int in 1..8, got {n_bits_x!r}")
-    return tf.bitwise.right_shift(tf.convert_to_tensor(x_uint8, tf.uint8),
-                                  tf.constant(8 - n_bits_x, tf.uint8))
-
-
 def pad_and_tile_mnist(digits: np.ndarray) -> np.ndarray:
     """[N, 28, 28] uint8 -> [N, 32, 32, 3]: the original's 'minimum' padding and RGB tiling."""
     padded = np.pad(digits, ((0, 0), (2, 2), (2, 2)), "minimum")  # [N, 32, 32]

@@ -12,12 +12,12 @@ so the output has zero mean and unit variance per channel.
 """
 import tensorflow as tf
 
-from glow_tf.layers.base import FlowLayer, batch_constant, initializing, read
+from glow_tf.layers.base import DataDependentInit, FlowLayer, batch_constant, initializing, read
 
 LOGSCALE_FACTOR = 3.0
 
 
-class ActNorm(FlowLayer):
+class ActNorm(FlowLayer, DataDependentInit):
     """Per-channel ``(x + b) * exp(logs)`` on [N, H, W, C] inputs.
 
     Args:
@@ -32,6 +32,9 @@ class ActNorm(FlowLayer):
         self.bias = self.add_weight("b", shape=[1, 1, 1, n_channels], initializer="zeros")
         # Holds logs / LOGSCALE_FACTOR, as the original's `actnorm_scale/logs`.
         self.scaled_logs = self.add_weight("logs", shape=[1, 1, 1, n_channels], initializer="zeros")
+
+    def data_dependent_variables(self):
+        return [self.bias, self.scaled_logs]
 
     @property
     def logs(self):

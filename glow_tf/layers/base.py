@@ -19,10 +19,15 @@ only the two context managers here set, for the thread that enters them:
   itself from its input (the original's ``arg_scope([actnorm], init=True)``);
 - ``precision_as(precision)``: every coupling network computes in ``precision`` instead of its
   own (``network_precision``): a model trained in one precision runs in another, with the
-  same variables (an export in float32 of a model trained in mixed_bfloat16).
+  same variables (an export in float32 of a model trained in mixed_bfloat16);
+- ``plain_ops()``: layers build TensorFlow's own ops only, differentiated by TensorFlow's own
+  gradients: no ``tf.custom_gradient`` (the convolutions' hand-written gradients, the
+  written-out backward loop of ``FlowScan``). A SavedModel traced so holds no gradient
+  overrides: it loads without warnings, and TensorFlow differentiates through it.
 """
 import contextlib
 import threading
+import types
 
 import tf_keras as keras
 import tensorflow as tf
@@ -35,6 +40,7 @@ class _LayerContext(threading.local):
         self.stand_ins = {}  # variable.ref() -> the tensor read in its place
         self.initializing = False
         self.precision = None  # every coupling network's precision, when set
+        self.plain_ops = False
 
 
 _context = _LayerContext()
@@ -105,6 +111,20 @@ def initializing():
     return _context.initializing
 
 
+class DataDependentInit:
+    """A layer whose forward, inside ``data_dependent_init()``, sets some of its variables from its input."""
+
+    def data_dependent_variables(self):
+        """The variables that data-dependent init sets."""
+        raise NotImplementedError
+
+
+def data_dependent_variables(layer):
+    """The variables data-dependent init sets in ``layer`` and its sub-layers, as each declares them."""
+    return [v for module in [layer, *layer.submodules] if isinstance(module, DataDependentInit)
+            for v in module.data_dependent_variables()]
+
+
 @contextlib.contextmanager
 def precision_as(precision):
     """Within the context (at trace time) every coupling network computes in ``precision``."""
@@ -119,6 +139,22 @@ def precision_as(precision):
 def network_precision(own):
     """The precision a coupling network whose own is ``own`` computes in (``precision_as``)."""
     return _context.precision or own
+
+
+@contextlib.contextmanager
+def plain_ops():
+    """Within the context (at trace time) layers build only TensorFlow's own ops, with its own gradients."""
+    enclosing = _context.plain_ops
+    _context.plain_ops = True
+    try:
+        yield
+    finally:
+        _context.plain_ops = enclosing
+
+
+def only_plain_ops() -> bool:
+    """True inside ``plain_ops()``: no hand-written gradients."""
+    return _context.plain_ops
 
 
 FLOAT32 = "float32"
@@ -141,6 +177,12 @@ def resolve_precision(precision):
     return check_precision("tf_keras.mixed_precision.global_policy()", keras.mixed_precision.global_policy().name)
 
 
+class Untracked(types.SimpleNamespace):
+    """Attributes kept out of TensorFlow's object tracking: held as ``owner.x = Untracked(a=...)``,
+    ``a`` and its variables are not the owner's (tf.Module's and tf_keras's tracking do not look
+    inside a plain namespace), so they are not trained, checkpointed or exported with it."""
+
+
 class FlowLayer(keras.layers.Layer):
     """Base class of flow layers. The contract every flow layer keeps:
 
@@ -155,7 +197,7 @@ class FlowLayer(keras.layers.Layer):
       variable read around ``read`` gives the template's value there, silently. (The only
       writes, ActNorm's in data-dependent init, go to the variable itself.)
     - no state between calls; besides inputs and variables it reads only the layer context
-      (``read``, ``initializing``).
+      (``read``, ``initializing``, ``network_precision``, ``only_plain_ops``).
 
     - it computes in float32 whatever tf_keras's global dtype policy: what decides invertibility
       and the density stays float32 (only a coupling's network may compute in bfloat16, by its
@@ -187,11 +229,15 @@ class FlowLayer(keras.layers.Layer):
         """``forward(x)`` with the intermediates ``saved`` (``forward_saving(x)``'s) read, not
         recomputed: the same values and gradients, and a gradient that needs no forward pass.
 
-        The normal mode's backward loop (``glow_tf.reversible``) differentiates this at each
+        The normal mode's backward loop (``layers.reversible``) differentiates this at each
         step's stored input; a layer with nothing costly to save keeps this default.
         """
         del saved
         return self.forward(x, cond)
+
+    def as_sequence(self):
+        """The flow layers whose forwards, applied in order, are this layer's: [self] unless it is a chain."""
+        return [self]
 
     def call(self, x, cond=None):
         return self.forward(x, cond)
@@ -203,6 +249,9 @@ class FlowChain(FlowLayer):
     def __init__(self, flow_layers, **kwargs):
         super().__init__(**kwargs)
         self.flow_layers = list(flow_layers)
+
+    def as_sequence(self):
+        return list(self.flow_layers)
 
     def forward(self, x, cond=None):
         log_dets = []

@@ -18,7 +18,7 @@ float32, as Keras mixed precision. Either way its output h is float32: the coupl
 log-det and the update of z2 are float32, and since the inverse computes h from the same z1
 as the forward, the coupling stays exactly invertible up to float32 rounding.
 
-For the normal mode's backward loop (``glow_tf.reversible``) a coupling saves NN's
+For the normal mode's backward loop (``layers.reversible``) a coupling saves NN's
 activations (``forward_saving``) and differentiates from them (``forward_from_saved``), so
 its gradient costs no second evaluation of NN.
 """

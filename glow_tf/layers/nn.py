@@ -7,7 +7,7 @@ channel that is 1 on the padded border and 0 inside, so the network can tell the
 real zeros. The kernel therefore has C + 1 input channels. The border channel is the same for
 every example, so its contribution is a constant [1, H, W, width] map: a matmul of the fixed
 border pattern with the kernel's last input channel (``_edge_term``), or, where the input has
-fewer channels than the output, the original's padding itself (``_edge_padded``), after which
+fewer channels than the output, the original's padding itself (``edge_padded``), after which
 the bias is a BiasAdd that TensorFlow's graph optimizer fuses with the convolution.
 
 Convolutions run on the fastest kernels of the engine that runs them (``conv2d_same``,
@@ -18,6 +18,8 @@ nest inside ``tf.while_loop`` bodies (the memory-saving mode loops over flow ste
 XLA on a host without accelerators they are matmuls with hand-written gradients
 (``_matmul_conv2d_same``): a convolution with few outputs (the coupling network's last layer;
 the gradient of its first layer's input) as one matmul and shifted sums (``_conv_same``).
+Inside ``base.plain_ops()`` (the SavedModel export) every convolution is TensorFlow's own
+``tf.nn.conv2d``, with TensorFlow's gradients.
 """
 import functools
 
@@ -27,7 +29,7 @@ import tf_keras as keras
 from tensorflow.python.ops import control_flow_util
 
 from glow_tf.layers.actnorm import LOGSCALE_FACTOR, ActNorm
-from glow_tf.layers.base import FLOAT32, initializing, read
+from glow_tf.layers.base import FLOAT32, initializing, only_plain_ops, read
 
 
 def _border_taps(height, width, kernel_h, kernel_w):
@@ -91,7 +93,9 @@ def conv2d_same(x, kernel):
     """``tf.nn.conv2d(x, kernel, 1, "SAME")`` for odd kernels, on the fastest kernels of the engine
     that runs it: as matmuls (``_matmul_conv2d_same``) under XLA without accelerators; elsewhere
     TensorFlow's own, with the kernel's gradient as one matmul when the outputs are few
-    (``_few_outputs_conv2d_same``)."""
+    (``_few_outputs_conv2d_same``); inside ``base.plain_ops()`` TensorFlow's own with its gradients."""
+    if only_plain_ops():
+        return tf.nn.conv2d(x, kernel, 1, "SAME")
     if compiled_by_xla() and not _has_accelerator():
         return _matmul_conv2d_same(x, kernel)
     kernel_h, kernel_w, n_in, n_out = kernel.shape
@@ -177,7 +181,7 @@ def edge_bias_conv2d(x, kernel):
     return conv2d_same(x, kernel[:, :, :n_in]) + _edge_term(kernel[:, :, n_in:], x.shape[1], x.shape[2])
 
 
-def _edge_padded(x, kernel_h, kernel_w):
+def edge_padded(x, kernel_h, kernel_w):
     """The original's ``add_edge_padding``: x zero-padded for a VALID conv, and the border channel
     (1 on the padding, 0 inside) appended: [N, H + kh - 1, W + kw - 1, C + 1]."""
     pad_h, pad_w = kernel_h // 2, kernel_w // 2
@@ -191,14 +195,14 @@ def _edge_padded(x, kernel_h, kernel_w):
 
 @tf.autograph.experimental.do_not_convert
 @tf.custom_gradient
-def _edge_padded_conv2d(x, kernel):
-    """The VALID conv of ``_edge_padded(x)`` with ``kernel`` [kh, kw, C + 1, n_out] (= edge_bias_conv2d).
+def edge_padded_conv2d(x, kernel):
+    """The VALID conv of ``edge_padded(x)`` with ``kernel`` [kh, kw, C + 1, n_out] (= edge_bias_conv2d).
 
     Its input's gradient is the SAME convolution's of x's own C channels: TensorFlow's gradient
     of the padded input computes one more channel and the padding ring, and slices them off.
     """
     kernel_h, kernel_w, n_in, _ = kernel.shape
-    padded = _edge_padded(x, kernel_h, kernel_w)
+    padded = edge_padded(x, kernel_h, kernel_w)
     scope = tf.get_current_name_scope()
 
     def grad(grad_out):
@@ -234,7 +238,9 @@ def scaled_conv2d(x, kernel, bias, scale):
     if kernel_h == kernel_w == 1:
         return tf.nn.bias_add(tf.nn.conv2d(x, kernel, 1, "VALID"), bias)
     if n_in <= n_out:
-        return tf.nn.bias_add(_edge_padded_conv2d(x, kernel), bias)
+        if only_plain_ops():
+            return tf.nn.bias_add(tf.nn.conv2d(edge_padded(x, kernel_h, kernel_w), kernel, 1, "VALID"), bias)
+        return tf.nn.bias_add(edge_padded_conv2d(x, kernel), bias)
     kernel, border_kernel = tf.split(kernel, [n_in - 1, 1], axis=2)  # (a Split's gradient is a concat)
     return conv2d_same(x, kernel) + (_edge_term(border_kernel, x.shape[1], x.shape[2]) + bias)
 

@@ -2,20 +2,19 @@
 
 TensorFlow can differentiate the forward ``tf.while_loop`` itself, but it then pushes every
 intermediate of every step onto accumulators; under XLA on CPU that training step grows
-faster than linearly with depth (measured at width 128, batch 64: 0.48 s at depth 8, 3.6 s
-at depth 32, against 1.8 s for the unrolled steps). Here the forward loop is not
+faster than linearly with depth (benchmarks/RESULTS.md). Here the forward loop is not
 differentiated by TensorFlow; a second loop walks the steps from last to first and, within a
 step, the layers from last to first: it gets each layer's input x, differentiates the
 layer's forward at x under a tape and writes the gradients of x and of the step's
 parameters into per-step slots of the stacks' gradients. Two ways to get x:
 
-- ``invert=True``, the memory-saving mode (the original's ``--gradient_checkpointing``, which
+- ``memory_saving=True``, the memory-saving mode (the original's ``--gradient_checkpointing``, which
   recomputed from stored checkpoints instead): ``x = layer.inverse(z)``, since a flow layer is
   invertible, and the tape re-runs ``layer.forward(x)``. Nothing but the running z and log-det
   is kept, so memory does not grow with depth. Re-running layer by layer lets XLA share the
   coupling network's output between the inverse and the re-run forward (both apply it to the
   same unchanged half), so a step's backward costs one extra network evaluation, not two.
-- ``invert=False``, the normal mode: the forward loop stores every layer's input and what the
+- ``memory_saving=False``, the normal mode: the forward loop stores every layer's input and what the
   layer's ``forward_saving`` saves (a coupling's network activations), and the tape runs
   ``layer.forward_from_saved``, whose gradient needs no forward pass: a step's backward costs
   what backprop through the unrolled step costs; memory is linear in depth.
@@ -29,10 +28,13 @@ import tensorflow as tf
 from glow_tf.layers.base import parameters_as, read, sum_log_dets
 
 
-def scan_forward(scan, x, cond=None, invert=True):
-    """``scan.loop(x, cond)`` with the gradients of the module docstring -> (z, log_det [N])."""
+def scan_forward(scan, x, cond, memory_saving):
+    """``scan.loop(x, cond)`` with the gradients of the module docstring -> (z, log_det [N]).
+
+    ``scan``: a ``FlowScan`` (duck-typed here: it builds on this module).
+    """
     depth, template = scan.depth, scan.template
-    layers = list(getattr(template, "flow_layers", [template]))  # layer by layer where it is a chain
+    layers = template.as_sequence()  # layer by layer where the step is a chain
     # The stacks that get gradients (not the shuffle's integer indices), by layer.
     differentiable = [j for j, s in enumerate(scan.stacks) if s.dtype.is_floating]
     owned = [{v.ref() for v in layer.variables} for layer in layers]
@@ -45,7 +47,7 @@ def scan_forward(scan, x, cond=None, invert=True):
         def slices(i):
             return [tf.gather(s, i) for s in stack_values]
 
-        if invert:
+        if memory_saving:
             z, log_det = scan.loop(x, cond, slices=slices)
         else:
             z, log_det, stored = _forward_storing(scan, layers, slices, x, cond)
@@ -57,14 +59,14 @@ def scan_forward(scan, x, cond=None, invert=True):
                 with parameters_as(template.variables, params):
                     for k in reversed(range(len(layers))):
                         layer = layers[k]
-                        if invert:
+                        if memory_saving:
                             layer_input = tf.stop_gradient(layer.inverse(z, cond)[0])
                         else:
                             layer_input, *saved = [tf.gather(s, i) for s in stored[k]]
                         watched = [layer_input] + [params[j] for j in layer_params[k]]
                         with tf.GradientTape() as tape:
                             tape.watch(watched)
-                            layer_output, layer_log_det = (layer.forward(layer_input, cond) if invert else
+                            layer_output, layer_log_det = (layer.forward(layer_input, cond) if memory_saving else
                                                            layer.forward_from_saved(layer_input, saved, cond))
                         grads = tape.gradient([layer_output, layer_log_det], watched,
                                               output_gradients=[grad_z, grad_log_det],

@@ -1,37 +1,35 @@
-"""The process environment TensorFlow reads once, when it is first imported: glow_tf's one place for it.
+"""The process environment of glow_tf's programs: ``prepare()``, called before TensorFlow loads.
 
-``glow_tf/__init__.py`` imports this module before anything else, so every way into glow_tf
-(the command-line programs, ``import glow_tf``, the tests and benchmarks) gets, unless the
-variable is already set:
+The library (``import glow_tf`` and its modules) leaves its host process as it found it. Its
+programs (glow-train, glow-sample, glow-export, train.py, sample.py, the benchmarks and the test
+suite) call ``prepare()`` first, which sets, unless the variable is already set:
 
-* ``TF_USE_LEGACY_KERAS=1``: tf.keras is Keras 2 (tf_keras), which TFP 0.25 needs
-  (Keras 3 variables are invisible to its bijectors; see ../shared/design/ARCHITECTURE.md).
 * ``TF_CPP_MIN_LOG_LEVEL=3``: TensorFlow's C++ log lines are not printed. On a CPU-only
   machine these are the oneDNN notice, the CPU-feature notice and, at ERROR level, the
   ``failed call to cuInit`` line; errors that stop a program still reach Python as exceptions.
   ``TF_CPP_MIN_LOG_LEVEL=0`` shows them all.
+* ``TF_USE_LEGACY_KERAS=1``: glow_tf itself uses ``tf_keras`` by name and works either way,
+  but TensorFlow Probability reads ``tf.keras`` to choose its Keras, and without the variable
+  that loads Keras 3 as well (3.5 s more start-up, for nothing the programs use). This is
+  glow_tf's one place for it.
 * ``--xla_cpu_use_fusion_emitters=false`` added to ``XLA_FLAGS`` (unless ``XLA_FLAGS`` names
   that flag): XLA:CPU emits its fused loops with the LLVM emitters rather than the MLIR fusion
   emitters, which keep about 1 GiB more host memory alive while the CelebA-HQ model's training
-  step compiles (1350 kernels; peak RSS of the 64-pixel proxy of benchmarks/bench_celeba.py
-  6.84 -> 5.85 GiB; bench_scale's depth-32 step, interleaved A/B: compile 14.6 -> 9.3 s, step
-  2.59 -> 2.48 s, peak 2573 -> 2063 MiB). XLA reads the variable at its first compile.
+  step compiles, and compile deep models more slowly (benchmarks/RESULTS.md). XLA reads the
+  variable at its first compile.
 
-TensorFlow 2.21 writes a few lines while its libraries load, before it has read
+TensorFlow writes a few lines while its libraries load, before it has read
 TF_CPP_MIN_LOG_LEVEL (absl's "All log messages before absl::InitializeLog() is called are
-written to STDERR" and the oneDNN notice among them), so TensorFlow is imported here with the
-process's stderr captured, and what was captured is written back to stderr without the log
-lines that the level hides. Everything else (Python warnings, tracebacks) comes through.
+written to STDERR" and the oneDNN notice among them), so ``prepare`` imports TensorFlow with the
+process's stderr captured, and writes back what was captured without the log lines that the
+level hides. Everything else (Python warnings, tracebacks) comes through.
 """
 import os
 import re
 import sys
 import tempfile
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-if "xla_cpu_use_fusion_emitters" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS"), "--xla_cpu_use_fusion_emitters=false"]))
+_XLA_FLAG = "--xla_cpu_use_fusion_emitters=false"
 
 # absl's C++ log prefix: severity letter, then mmdd (e.g. "I0000 00:00:1796139895.457507 12766 port.cc:153] ...").
 _LOG_LINE = re.compile(r"([IWEF])\d{4} ")
@@ -77,5 +75,12 @@ def _import_tensorflow_filtered():
             sys.stderr.flush()
 
 
-if "tensorflow" not in sys.modules:
-    _import_tensorflow_filtered()
+
+def prepare():
+    """Sets the programs' environment (module docstring) and loads TensorFlow quietly; at most once."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    if "xla_cpu_use_fusion_emitters" not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS"), _XLA_FLAG]))
+    if "tensorflow" not in sys.modules:
+        _import_tensorflow_filtered()
