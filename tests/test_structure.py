@@ -31,7 +31,9 @@ RANKS = {
     "glow_tf.sampling": USES, "glow_tf.inference": USES, "glow_tf.train_config": USES, "glow_tf.plan": USES,
     "glow_tf.seeds": USES, "glow_tf.cluster": USES, "glow_tf.preemption": USES, "glow_tf.train_logs": USES,
     "glow_tf.train_state": USES, "glow_tf.trainer": USES, "glow_tf.train_lib": USES,
+    "glow_tf.demo": USES,
     "glow_tf.cli": CLI,
+    "glow_tf.demo.__main__": CLI,  # python -m glow_tf.demo: a program, it calls cli.demo's main
 }
 LAYER_NAMES = ["foundation", "layers", "model", "checkpoints/openai/export", "sampling/training", "cli"]
 
