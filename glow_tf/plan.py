@@ -74,9 +74,9 @@ def make_data(config, n_replicas=1):
     local_train = _anchor_batch(config, config.n_batch_train, image_size, "n_batch_train")
     local_init = _anchor_batch(config, config.n_batch_init, image_size, "n_batch_init")
     local_test = config.local_batch_test(local_train)
-    datasets = data.make_datasets(config.data.replace(n_batch_train=local_train * n_replicas,
-                                                      n_batch_test=local_test * n_replicas,
-                                                      n_batch_init=local_init))
+    datasets = data.make_datasets(config.data.replace(global_batch_train=local_train * n_replicas,
+                                                      global_batch_test=local_test * n_replicas,
+                                                      init_batch=local_init))
     info = datasets.info
     train_its = int(math.ceil(info.n_train / (config.n_batch_train * n_replicas)))
     plan = Plan(n_replicas=n_replicas, image_size=info.image_size, n_batch_train=config.n_batch_train,

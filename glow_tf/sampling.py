@@ -294,7 +294,7 @@ def heldout_datasets(served: ServedGlow, problem, data_dir="", n_images=-1):
     test split), which attribute directions are averaged over; iterate it within ``reading()``."""
     from glow_tf import data
     return data.make_datasets(data.DataConfig(problem=problem, data_dir=data_dir, image_size=served.image_shape[0],
-                                              n_test=n_images, n_batch_test=served.batch_size, n_batch_init=1))
+                                              n_test=n_images, global_batch_test=served.batch_size, init_batch=1))
 
 
 def class_mean_latents(served: ServedGlow, batches, n_y):

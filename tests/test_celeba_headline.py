@@ -15,8 +15,8 @@ def test_generated_tfrecords_are_the_originals_celeba_layout(tmp_path):
     root = celeba_tfrecords.write_celeba(str(tmp_path), image_size=64, n_train=8, n_validation=4)
     assert sorted(os.listdir(os.path.join(root, "train"))) == [
         f"train-r06-s-{i:04d}-of-0004.tfrecords" for i in range(4)]
-    datasets = data.make_datasets(data.DataConfig(problem="celeba", data_dir=root, image_size=64, n_train=8, n_batch_train=8,
-                                                  n_batch_test=4, n_batch_init=8))
+    datasets = data.make_datasets(data.DataConfig(problem="celeba", data_dir=root, image_size=64, n_train=8, global_batch_train=8,
+                                                  global_batch_test=4, init_batch=8))
     assert datasets.info.image_size == 64
     test_images = np.concatenate([x.numpy() for x, _ in datasets.test])
     expected = celeba_tfrecords.smooth_images(12, 64)[8:]

@@ -42,7 +42,7 @@ def test_problem_defaults_are_the_originals():
     assert set(data.PROBLEMS) == set(original_image_size) | {"folder", "digits"}
 
 
-@pytest.mark.parametrize("changes", [dict(problem="svhn"), dict(dal=3), dict(n_batch_train=0),
+@pytest.mark.parametrize("changes", [dict(problem="svhn"), dict(dal=3), dict(global_batch_train=0),
                                      dict(image_size=0), dict(n_test=-2), dict(seed=-1),
                                      dict(pmap=0), dict(n_train=1.5)])
 def test_config_rejects_bad_values(changes):
@@ -54,7 +54,7 @@ def test_config_rejects_bad_values(changes):
 
 @pytest.fixture(scope="module")
 def digits():
-    return data.make_datasets(data.DataConfig(problem="digits", dal=0, n_batch_init=100))
+    return data.make_datasets(data.DataConfig(problem="digits", dal=0, init_batch=100))
 
 
 def test_digits_contract(digits):
@@ -86,7 +86,7 @@ def test_digits_values_match_sklearn(digits):
 
 
 def test_test_pass_is_one_ordered_pass_with_last_partial_batch():
-    ds = data.make_datasets(data.DataConfig(problem="digits", n_test=100, n_batch_test=64))
+    ds = data.make_datasets(data.DataConfig(problem="digits", n_test=100, global_batch_test=64))
     first_pass, second_pass = first_batches(ds.test, 10), first_batches(ds.test, 10)
     assert [x.shape[0] for x, _ in first_pass] == [64, 36]
     assert ds.info.n_test == 100
@@ -101,20 +101,20 @@ def test_n_test_larger_than_held_out_split_is_an_error():
 
 
 def test_n_train_is_the_epoch_size_not_a_subset():
-    ds = data.make_datasets(data.DataConfig(problem="digits", n_train=50000, n_batch_init=8))
+    ds = data.make_datasets(data.DataConfig(problem="digits", n_train=50000, init_batch=8))
     assert ds.info.n_train == 50000
 
 
 def test_image_size_rules():
-    ds = data.make_datasets(data.DataConfig(problem="digits", image_size=32, n_batch_init=8))
+    ds = data.make_datasets(data.DataConfig(problem="digits", image_size=32, init_batch=8))
     assert next(iter(ds.train))[0].shape == (64, 32, 32, 3)
     with pytest.raises(data.DataError, match="multiple of 8"):
         data.make_datasets(data.DataConfig(problem="digits", image_size=12))
 
 
 def test_train_epoch_is_a_permutation_then_reshuffled():
-    ds = data.make_datasets(data.DataConfig(problem="digits", dal=0, n_batch_train=100,
-                                            n_batch_init=8, image_size=8))
+    ds = data.make_datasets(data.DataConfig(problem="digits", dal=0, global_batch_train=100,
+                                            init_batch=8, image_size=8))
     batches = first_batches(ds.train, 30)  # 3000 images = 2 epochs of 1500
     epochs = np.concatenate([b[0] for b in batches])[..., 0].reshape(2, 1500, 64)
     from sklearn.datasets import load_digits
@@ -173,7 +173,7 @@ def test_mnist_idx_pipeline_splits_t10k_and_pads_as_the_original(caplog):
     import logging
     caplog.set_level(logging.INFO, logger="absl")
     ds = data.make_datasets(data.DataConfig(problem="mnist", data_dir=MNIST_DIR, dal=0,
-                                            n_batch_init=8, n_batch_test=250))
+                                            init_batch=8, global_batch_test=250))
     assert "first 9,000 train / last 1,000 held out" in caplog.text
     assert (ds.info.n_train, ds.info.n_test, ds.info.n_y, ds.info.image_size) == (
         9000, 1000, 10, 32)
@@ -190,7 +190,7 @@ def test_mnist_idx_pipeline_splits_t10k_and_pads_as_the_original(caplog):
 @needs_mnist
 def test_mnist_image_size_16_is_the_originals_area_downsample():
     full, half = (data.make_datasets(data.DataConfig(
-        problem="mnist", data_dir=MNIST_DIR, dal=0, image_size=size, n_batch_init=8))
+        problem="mnist", data_dir=MNIST_DIR, dal=0, image_size=size, init_batch=8))
         for size in (32, 16))
     x32, x16 = first_batches(full.test, 1)[0][0], first_batches(half.test, 1)[0][0]
     blocks = x32.reshape(50, 16, 2, 16, 2, 3).astype(np.float64).mean(axis=(2, 4))
@@ -264,7 +264,7 @@ def test_dal2_adds_flips_rotation_zoom_and_is_deterministic():
 
 def test_pipeline_augments_train_not_test():
     def make(dal):
-        return data.make_datasets(data.DataConfig(problem="digits", dal=dal, n_batch_init=8))
+        return data.make_datasets(data.DataConfig(problem="digits", dal=dal, init_batch=8))
     plain, shifted = make(0), make(1)
     x0, y0 = first_batches(plain.train, 1)[0]
     x1, y1 = first_batches(shifted.train, 1)[0]
@@ -278,7 +278,7 @@ def test_pipeline_augments_train_not_test():
 
 def test_same_seed_same_batches_other_seed_other_batches():
     def batches(seed):
-        ds = data.make_datasets(data.DataConfig(problem="digits", seed=seed, n_batch_init=8))
+        ds = data.make_datasets(data.DataConfig(problem="digits", seed=seed, init_batch=8))
         return first_batches(ds.train, 3), ds.init_batch
     (a, init_a), (b, init_b), (c, _) = batches(7), batches(7), batches(8)
     for batch_a, batch_b in zip(a, b):
@@ -305,9 +305,9 @@ def test_deterministic_under_op_determinism(tmp_path):
         for i in range(40):
             Image.fromarray(rng.integers(0, 256, [20, 24, 3], np.uint8)).save(
                 "{tmp_path}/%d.png" % i)
-        configs = [data.DataConfig(problem="digits", dal=1, seed=3, n_batch_init=8, pmap=4),
+        configs = [data.DataConfig(problem="digits", dal=1, seed=3, init_batch=8, pmap=4),
                    data.DataConfig(problem="folder", data_dir="{tmp_path}", dal=2, seed=3,
-                                   n_batch_train=16, n_batch_init=8, pmap=4)]
+                                   global_batch_train=16, init_batch=8, pmap=4)]
         for cfg in configs:
             a, b = (list(data.make_datasets(cfg).train.take(3).as_numpy_iterator())
                     for _ in range(2))
@@ -321,7 +321,7 @@ def test_deterministic_under_op_determinism(tmp_path):
 @pytest.mark.parametrize("dal", [0, 1])
 def test_checkpointed_iterator_resumes_mid_epoch(tmp_path, dal):
     def train():
-        return data.make_datasets(data.DataConfig(problem="digits", dal=dal, n_batch_init=8)).train
+        return data.make_datasets(data.DataConfig(problem="digits", dal=dal, init_batch=8)).train
     iterator = iter(train())
     for _ in range(5):  # mid-epoch: 1500 / 64 > 5
         next(iterator)
@@ -349,8 +349,8 @@ def test_two_replicas_split_the_global_batch():
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         assert strategy.num_replicas_in_sync == 2
         def train():  # a fresh pipeline: its first iteration is a function of the seed
-            return data.make_datasets(data.DataConfig(problem="digits", n_batch_train=16, seed=1,
-                                                      n_batch_init=8)).train
+            return data.make_datasets(data.DataConfig(problem="digits", global_batch_train=16, seed=1,
+                                                      init_batch=8)).train
         global_batches = list(train().take(2).as_numpy_iterator())
         distributed = iter(strategy.experimental_distribute_dataset(train()))
         for global_x, global_y in global_batches:

@@ -57,7 +57,7 @@ def small_mnist(tmp_path):
 def test_idx_train_and_t10k_files_give_the_originals_split(small_mnist):
     folder, digits, labels = small_mnist
     ds = data.make_datasets(data.DataConfig(problem="mnist", data_dir=str(folder), dal=0,
-                                            n_batch_train=10, n_batch_init=4, n_batch_test=20))
+                                            global_batch_train=10, init_batch=4, global_batch_test=20))
     assert (ds.info.n_train, ds.info.n_test) == (100, 50)
     assert "train 100 / held out t10k 50" in ds.info.source
     x, y = batches_of(ds.test)
@@ -147,8 +147,8 @@ def image_folder(tmp_path):
 def test_folder_classes_channels_sizes_and_skipped_images(image_folder, caplog):
     caplog.set_level(logging.INFO, logger="absl")
     ds = data.make_datasets(data.DataConfig(problem="folder", data_dir=str(image_folder),
-                                            image_size=8, n_test=2, dal=0, n_batch_train=4,
-                                            n_batch_test=10, n_batch_init=6))
+                                            image_size=8, n_test=2, dal=0, global_batch_train=4,
+                                            global_batch_test=10, init_batch=6))
     assert "skipped 2 of 10 image files that could not be decoded" in caplog.text
     assert "corrupt.png" in caplog.text and "truncated.png" in caplog.text
     assert "1 images directly in the folder ignored" in caplog.text
@@ -170,7 +170,7 @@ def test_folder_without_sub_folders_is_one_class(tmp_path):
     for i in range(20):
         save(tmp_path / f"{i:02d}.jpeg", np.full([12, 12, 3], i * 10, np.uint8), format="JPEG")
     ds = data.make_datasets(data.DataConfig(problem="folder", data_dir=str(tmp_path),
-                                            image_size=8, n_batch_init=4, n_batch_train=4))
+                                            image_size=8, init_batch=4, global_batch_train=4))
     assert (ds.info.n_y, ds.info.n_train, ds.info.n_test) == (1, 18, 2)  # fixed 10% held out
     x, y = batches_of(ds.test)
     assert set(y.tolist()) == {0} and x.shape == (2, 8, 8, 3)
@@ -181,7 +181,7 @@ def test_folder_split_is_fixed_whatever_the_seed(tmp_path):
         save(tmp_path / f"{i:02d}.png", np.full([8, 8, 3], i, np.uint8))
     held_out = [batches_of(data.make_datasets(data.DataConfig(
         problem="folder", data_dir=str(tmp_path), image_size=8, seed=seed,
-        n_batch_init=4)).test)[0][:, 0, 0, 0].tolist() for seed in (0, 1)]
+        init_batch=4)).test)[0][:, 0, 0, 0].tolist() for seed in (0, 1)]
     assert held_out[0] == held_out[1]
 
 
@@ -236,7 +236,7 @@ def celeba_tfrecords(tmp_path):
 def test_original_tfrecords_celeba(celeba_tfrecords):
     root, images = celeba_tfrecords
     ds = data.make_datasets(data.DataConfig(problem="celeba", data_dir=str(root), image_size=8,
-                                            n_batch_train=8, n_batch_test=4, n_batch_init=5))
+                                            global_batch_train=8, global_batch_test=4, init_batch=5))
     info = ds.info
     assert (info.n_y, info.n_test, info.n_train, info.image_size) == (1, 3000, 50000, 8)
     assert "the original's tfrecords" in info.source
@@ -254,8 +254,8 @@ def test_tfrecords_iterator_checkpoint_resumes(celeba_tfrecords, tmp_path_factor
 
     def train():
         return data.make_datasets(data.DataConfig(problem="celeba", data_dir=str(root),
-                                                  image_size=8, n_batch_train=4,
-                                                  n_batch_init=4)).train
+                                                  image_size=8, global_batch_train=4,
+                                                  init_batch=4)).train
     iterator = iter(train())
     next(iterator), next(iterator)
     path = tf.train.Checkpoint(iterator=iterator).save(
@@ -275,8 +275,8 @@ def test_tfrecords_lsun_realnvp_random_crops_with_category(tmp_path):
     write_tfrecords(root, "validation", stored[8:], np.zeros(4, int), 1, log2_size=3,
                     attr=False)
     ds = data.make_datasets(data.DataConfig(problem="lsun_realnvp", data_dir=str(tmp_path),
-                                            category="tower", image_size=8, n_batch_test=4,
-                                            n_batch_init=4, n_batch_train=4))
+                                            category="tower", image_size=8, global_batch_test=4,
+                                            init_batch=4, global_batch_train=4))
     assert ds.info.n_test == 300
     first, second = batches_of(ds.test)[0], batches_of(ds.test)[0]
     np.testing.assert_array_equal(first, second)  # held-out crops are fixed
@@ -290,7 +290,7 @@ def test_tfrecords_grayscale_records_are_tiled(tmp_path):
     write_tfrecords(tmp_path, "train", gray, [3, 7], 1, log2_size=2)
     write_tfrecords(tmp_path, "validation", gray, [3, 7], 1, log2_size=2)
     ds = data.make_datasets(data.DataConfig(problem="imagenet", data_dir=str(tmp_path),
-                                            image_size=4, n_batch_init=2))
+                                            image_size=4, init_batch=2))
     x, y = batches_of(ds.test)
     np.testing.assert_array_equal(x, np.repeat(gray, 3, axis=-1))
     np.testing.assert_array_equal(y, [3, 7])
@@ -333,7 +333,7 @@ def test_tfrecords_later_bad_record_stops_with_its_file_name(tmp_path):
                                     ([good, good], [0, 3], r"expected labels in \[0, 1\), got 3")):
         write_tfrecords(tmp_path, "validation", images, labels, 1, log2_size=3)
         ds = data.make_datasets(data.DataConfig(problem="celeba", data_dir=str(tmp_path), image_size=8,
-                                                n_batch_init=1))
+                                                init_batch=1))
         with pytest.raises(data.DataError, match=f"^{shard}: {message}$"):
             with ds.reading():
                 batches_of(ds.test)
@@ -358,8 +358,8 @@ def test_a_damaged_tfrecords_shard_is_a_data_error(tmp_path, damage, message):
         with open(shard, "r+b") as f:
             f.seek(20)
             f.write(bytes([f.read(1)[0] ^ 0xFF]))
-    config = data.DataConfig(problem="celeba", data_dir=str(tmp_path), image_size=8, n_batch_train=4,
-                             n_batch_init=2, dal=0)
+    config = data.DataConfig(problem="celeba", data_dir=str(tmp_path), image_size=8, global_batch_train=4,
+                             init_batch=2, dal=0)
     expected = message.format(shard=shard, end=end, size=size, root=tmp_path)
     with pytest.raises(data.DataError) as error:
         ds = data.make_datasets(config)  # the first record of the split, then its first batches
@@ -401,8 +401,8 @@ TFDS_CASES = [  # problem, extra config, n_y, labelled
 def test_tfds_sources(tmp_path, problem, extra, n_y, labelled):
     with tfds.testing.mock_data(num_examples=12):
         ds = data.make_datasets(data.DataConfig(problem=problem, data_dir=str(tmp_path),
-                                                n_batch_train=8, n_batch_test=5,
-                                                n_batch_init=10, **extra))
+                                                global_batch_train=8, global_batch_test=5,
+                                                init_batch=10, **extra))
         size = ds.info.image_size
         assert size == extra.get("image_size", 32)
         assert (ds.info.n_y, ds.info.n_test, ds.info.n_train) == (n_y, 12, 12)

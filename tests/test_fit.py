@@ -18,8 +18,8 @@ CONFIG = glow_tf.GlowConfig(image_size=16, n_levels=2, depth=2, width=16, n_bits
 
 
 def _digits():
-    return data.make_datasets(data.DataConfig(problem="digits", n_batch_train=32, n_batch_test=100,
-                                              n_batch_init=64))
+    return data.make_datasets(data.DataConfig(problem="digits", global_batch_train=32, global_batch_test=100,
+                                              init_batch=64))
 
 
 @pytest.mark.parametrize("make_optimizer", [
@@ -74,7 +74,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import glow_tf
 from glow_tf import data, optim
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-datasets = data.make_datasets(data.DataConfig(problem="digits", n_batch_train=32, n_batch_test=100, n_batch_init=64))
+datasets = data.make_datasets(data.DataConfig(problem="digits", global_batch_train=32, global_batch_test=100, init_batch=64))
 with strategy.scope():
     model = glow_tf.Glow(glow_tf.GlowConfig(image_size=16, n_levels=2, depth=2, width=16, n_bits_x=5, flow_coupling=1))
     model.compile(optimizer=optim.KerasAdamax(2e-3, beta2=0.99))

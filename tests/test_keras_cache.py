@@ -90,8 +90,8 @@ def assert_cifar_source(source, batches):
 # ----------------------------------------------------------------------------------- mnist
 def test_keras_mnist_npz_in_data_dir_gives_the_originals_images_and_split(tmp_path):
     arrays = write_mnist_npz(tmp_path)
-    ds = data.make_datasets(data.DataConfig(problem="mnist", data_dir=str(tmp_path), dal=0, n_batch_train=8,
-                                            n_batch_test=5, n_batch_init=4))
+    ds = data.make_datasets(data.DataConfig(problem="mnist", data_dir=str(tmp_path), dal=0, global_batch_train=8,
+                                            global_batch_test=5, init_batch=4))
     assert (ds.info.n_train, ds.info.n_test, ds.info.image_size, ds.info.n_y) == (30, 12, 32, 10)
     assert "Keras" in ds.info.source and "train 30 / held out test 12" in ds.info.source
     pairs = list(ds.test.as_numpy_iterator())  # the held-out split, in file order
@@ -106,8 +106,8 @@ def test_keras_mnist_npz_in_data_dir_gives_the_originals_images_and_split(tmp_pa
 
 def test_keras_mnist_is_read_from_the_keras_cache_without_data_dir(tmp_path):
     arrays = write_mnist_npz(tmp_path / "keras_home" / "datasets")
-    ds = data.make_datasets(data.DataConfig(problem="mnist", dal=0, n_batch_train=8, n_batch_test=12,
-                                            n_batch_init=4))
+    ds = data.make_datasets(data.DataConfig(problem="mnist", dal=0, global_batch_train=8, global_batch_test=12,
+                                            init_batch=4))
     assert str(tmp_path / "keras_home" / "datasets" / "mnist.npz") in ds.info.source
     x, y = next(ds.test.as_numpy_iterator())
     np.testing.assert_array_equal(x, original_mnist_images(arrays["x_test"]))
@@ -131,8 +131,8 @@ def test_a_bad_mnist_npz_is_a_clear_error(tmp_path):
 def test_keras_cifar10_batches_folder_in_data_dir(tmp_path):
     batches = cifar_batches()
     write_cifar_folder(tmp_path / "cifar-10-batches-py", batches)
-    ds = data.make_datasets(data.DataConfig(problem="cifar10", data_dir=str(tmp_path), dal=0, n_batch_train=4,
-                                            n_batch_test=3, n_batch_init=4))
+    ds = data.make_datasets(data.DataConfig(problem="cifar10", data_dir=str(tmp_path), dal=0, global_batch_train=4,
+                                            global_batch_test=3, init_batch=4))
     assert (ds.info.n_train, ds.info.n_test, ds.info.image_size, ds.info.n_y) == (20, 3, 32, 10)
     assert "train data_batch_1..5 20 / held out test_batch 3" in ds.info.source
     x, y = next(ds.test.as_numpy_iterator())
@@ -158,8 +158,8 @@ def test_keras_cifar10_is_read_from_the_keras_cache_without_data_dir(tmp_path):
     batches = cifar_batches()
     os.makedirs(tmp_path / "keras_home" / "datasets")
     write_cifar_archive(tmp_path / "keras_home" / "datasets" / "cifar-10-batches-py.tar.gz", batches)
-    ds = data.make_datasets(data.DataConfig(problem="cifar10", dal=0, n_batch_train=4, n_batch_test=3,
-                                            n_batch_init=4))
+    ds = data.make_datasets(data.DataConfig(problem="cifar10", dal=0, global_batch_train=4, global_batch_test=3,
+                                            init_batch=4))
     assert "keras_home" in ds.info.source
     x, _ = next(ds.test.as_numpy_iterator())
     np.testing.assert_array_equal(x, channel_major_pixels(batches["test_batch"][b"data"]))

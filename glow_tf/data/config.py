@@ -73,15 +73,18 @@ class DataConfig:
                                    fields.INT_OR_MINUS_ONE, original=24)
     n_train: int = fields.field(
         -1, "Epoch size in images at the anchor resolution (as the original: an epoch is ceil(n_train / "
-        "(n_batch_train * replicas)) steps); -1: the size of the train split (50000 where unknown). It never "
+        "(--n_batch_train * replicas)) steps); -1: the size of the train split (50000 where unknown). It never "
         "drops training examples.", fields.INT_OR_MINUS_ONE, original=10)
     n_test: int = fields.field(-1, "Held-out images evaluated per test pass (the first n_test of the held-out "
                                "split); -1: the problem's default, capped at the split's size.",
                                fields.INT_OR_MINUS_ONE, original=11)
-    n_batch_train: int = fields.field(64, "Global training batch (split over replicas by tf.distribute).",
-                                      fields.POSITIVE_INT, flag=False)
-    n_batch_test: int = fields.field(50, "Evaluation batch.", fields.POSITIVE_INT, flag=False)
-    n_batch_init: int = fields.field(256, "Size of the data-dependent-init batch.", fields.POSITIVE_INT, flag=False)
+    global_batch_train: int = fields.field(
+        64, "Training batch of all replicas together, split over them by tf.distribute (train.py: --n_batch_train, "
+        "per replica, times the replicas).", fields.POSITIVE_INT, flag=False)
+    global_batch_test: int = fields.field(50, "Evaluation batch of all replicas together.", fields.POSITIVE_INT,
+                                          flag=False)
+    init_batch: int = fields.field(256, "The data-dependent init's one batch, the same on every replica.",
+                                   fields.POSITIVE_INT, flag=False)
     dal: int = fields.field(1, "Data augmentation level: 0 none, 1 standard (random shift of up to 10%, as the "
                             "original's ImageDataGenerator), 2 extra (cifar10: also flip, rotation, zoom, "
                             "shear); capped per problem (ProblemDefaults.max_dal).", fields.one_of((0, 1, 2)),
@@ -92,7 +95,7 @@ class DataConfig:
     seed: int = fields.field(0, "Seeds shuffling, augmentation and random crops (train.py: --seed).",
                              fields.int_at_least(0), flag=False)
     shuffle_buffer: int = fields.field(
-        -1, "-1: the whole train split for in-memory sources (one index per image), 4 * n_batch_train for "
+        -1, "-1: the whole train split for in-memory sources (one index per image), 4 * global_batch_train for "
         "streamed ones (the original's tfrecord reader); else this size.", fields.INT_OR_MINUS_ONE, flag=False)
 
     def __post_init__(self):

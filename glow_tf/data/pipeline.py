@@ -11,9 +11,9 @@ seeded tf.data shuffle with reshuffle_each_iteration, the FIRST iterator over a 
 shuffles (make the datasets again, or restore a checkpoint, to replay).
 
 Test: the first ``n_test`` held-out examples in a fixed order, one pass, batches of
-n_batch_test (the last one may be smaller), never augmented.
+global_batch_test (the last one may be smaller), never augmented.
 
-Init batch: the first n_batch_init examples of the training stream (same order, same
+Init batch: the first init_batch examples of the training stream (same order, same
 augmentation as ``train`` starts with), as numpy.
 
 Streamed data meet a bad record only when the pipeline reaches it: iterate ``train`` and
@@ -92,9 +92,9 @@ def make_datasets(config: DataConfig) -> Datasets:
                        n_test=n_test, source=source.description)
     reading = functools.partial(errors.reading, source.description, source.find_damage)
     with reading():
-        init_x, init_y = next(iter(_train_batches(source, config, config.n_batch_init)))
+        init_x, init_y = next(iter(_train_batches(source, config, config.init_batch)))
     logging.info("data: %s", info)
-    return Datasets(train=_train_batches(source, config, config.n_batch_train),
+    return Datasets(train=_train_batches(source, config, config.global_batch_train),
                     test=_test_batches(source, config, n_test),
                     init_batch=(init_x.numpy(), init_y.numpy()), info=info, reading=reading)
 
@@ -129,7 +129,7 @@ def _train_batches(source: Source, config: DataConfig, batch_size: int) -> tf.da
     elif isinstance(split, ArraySplit):
         buffer = split.num_examples
     else:
-        buffer = SHUFFLE_FACTOR * config.n_batch_train
+        buffer = SHUFFLE_FACTOR * config.global_batch_train
     if isinstance(split, ArraySplit):
         indices = tf.data.Dataset.range(split.num_examples)
         indices = indices.shuffle(buffer, seed=config.seed, reshuffle_each_iteration=True).repeat()
@@ -145,10 +145,10 @@ def _train_batches(source: Source, config: DataConfig, batch_size: int) -> tf.da
 def _test_batches(source: Source, config: DataConfig, n_test: int) -> tf.data.Dataset:
     split = source.test
     if isinstance(split, ArraySplit):
-        batches = _gather(split, tf.data.Dataset.range(n_test).batch(config.n_batch_test), config)
+        batches = _gather(split, tf.data.Dataset.range(n_test).batch(config.global_batch_test), config)
     else:
         elements = split.read(False, config.seed).take(n_test)
-        batches = _parse(split, elements, _TEST_CROP_SEED, config).batch(config.n_batch_test)
+        batches = _parse(split, elements, _TEST_CROP_SEED, config).batch(config.global_batch_test)
     return _finish(batches, source, config, augmentation_level=0)
 
 
