@@ -166,6 +166,30 @@ def parse_flags(argv, flag_values=flags.FLAGS, expand_argv=None, take_arguments=
     return argv[:1]
 
 
+def define_original_checkpoint_flags(instead_of, module_name):
+    """--openai_checkpoint and --hparams, for a program whose model comes from --INSTEAD_OF or from
+    an original OpenAI checkpoint; ``module_name``: the program's module (its --help lists them)."""
+    flags.DEFINE_string("openai_checkpoint", None, f"Instead of --{instead_of}: prefix of an original OpenAI "
+                        "Glow checkpoint (e.g. logs/model_best_loss.ckpt); needs --hparams.", module_name=module_name)
+    flags.DEFINE_string("hparams", None, "With --openai_checkpoint: the original's hps as JSON or its "
+                        "logs/train.txt (first line = hps).", module_name=module_name)
+
+
+def original_checkpoint(instead_of, use_ema):
+    """The Glow of --openai_checkpoint and --hparams, or None when --INSTEAD_OF names the model;
+    a ValueError unless exactly one of the two is given (and --hparams with the first)."""
+    given = flags.FLAGS[instead_of].value is not None
+    if given == (flags.FLAGS.openai_checkpoint is not None):
+        raise ValueError(f"expected exactly one of --{instead_of} and --openai_checkpoint, got "
+                         f"{'both' if given else 'neither'}")
+    if given:
+        return None
+    if flags.FLAGS.hparams is None:
+        raise ValueError("--hparams: expected the original's hps (JSON or train.txt) with --openai_checkpoint, got none")
+    from glow_tf import openai
+    return openai.load_checkpoint(flags.FLAGS.openai_checkpoint, flags.FLAGS.hparams, use_ema=use_ema)
+
+
 def _help_describes(module_name):
     """absl's --help shows the docstring and flags of __main__ (train.py, the glow-train script);
     the program and its flags live in ``module_name``: those are the ones to show."""

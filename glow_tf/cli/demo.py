@@ -34,10 +34,7 @@ def _define_flags():
     """The flags, defined when the program runs (glow-sample and glow-export define some of the same names)."""
     flags.DEFINE_string("model", None, "SavedModel directory, glow_tf training logdir, checkpoints directory "
                         "or checkpoint prefix.")
-    flags.DEFINE_string("openai_checkpoint", None, "Instead of --model: prefix of an original OpenAI Glow "
-                        "checkpoint (e.g. logs/model_best_loss.ckpt); needs --hparams.")
-    flags.DEFINE_string("hparams", None, "With --openai_checkpoint: the original's hps as JSON or its "
-                        "logs/train.txt (first line = hps).")
+    cli.define_original_checkpoint_flags("model", __name__)
     flags.DEFINE_bool("use_ema", True, "For checkpoints: use the Polyak (EMA) weights when present.")
     flags.DEFINE_enum("precision", "float32", list(PRECISIONS), "For checkpoints: what the coupling networks "
                       "compute in. A SavedModel computes in the precision it was exported with.")
@@ -64,18 +61,11 @@ def _define_flags():
 
 def _served():
     """The sampling.ServedGlow of --model or --openai_checkpoint."""
-    if (FLAGS.model is None) == (FLAGS.openai_checkpoint is None):
-        raise ValueError("expected exactly one of --model and --openai_checkpoint, got "
-                         f"{'both' if FLAGS.model else 'neither'}")
+    model = cli.original_checkpoint("model", use_ema=FLAGS.use_ema)
     precision = FLAGS.precision if FLAGS["precision"].present else ""
-    if FLAGS.model is not None:
+    if model is None:
         return sampling.load_model(FLAGS.model, use_ema=FLAGS.use_ema, batch_size=FLAGS.batch_size,
                                    precision=precision)
-    if FLAGS.hparams is None:
-        raise ValueError("--hparams: expected the original's hps (JSON or train.txt) with --openai_checkpoint, "
-                         "got none")
-    from glow_tf import openai
-    model = openai.load_checkpoint(FLAGS.openai_checkpoint, FLAGS.hparams, use_ema=FLAGS.use_ema)
     return sampling.ServedGlow.from_model(model, FLAGS.batch_size, precision or "float32")
 
 

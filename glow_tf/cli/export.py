@@ -9,7 +9,7 @@ import time
 
 from absl import flags
 
-from glow_tf import checkpoints, cli, export, openai, progress
+from glow_tf import checkpoints, cli, export, progress
 from glow_tf.layers import PRECISIONS
 
 FLAGS = flags.FLAGS
@@ -18,10 +18,7 @@ FLAGS = flags.FLAGS
 def _define_flags():
     flags.DEFINE_string("checkpoint", None, "glow_tf training --logdir, its checkpoints/ directory or a "
                         "checkpoint prefix to export (restored with glow_tf.checkpoints.restore_model).")
-    flags.DEFINE_string("openai_checkpoint", None, "Prefix of an ORIGINAL OpenAI Glow checkpoint "
-                        "(e.g. logs/model_best_loss.ckpt) to export instead; needs --hparams.")
-    flags.DEFINE_string("hparams", None, "With --openai_checkpoint: the original's hps as JSON or its "
-                        "logs/train.txt (first line = hps).")
+    cli.define_original_checkpoint_flags("checkpoint", __name__)
     flags.DEFINE_string("out", None, "SavedModel directory to write (must not exist unless --overwrite).")
     flags.DEFINE_bool("overwrite", False, "Replace an existing --out directory.")
     flags.DEFINE_bool("use_ema", True, "Export the Polyak-averaged (EMA) weights when the checkpoint holds "
@@ -37,17 +34,11 @@ def _define_flags():
 
 def _restore():
     """The model the flags name (the slow first stage: reading the checkpoint)."""
-    if FLAGS.checkpoint is not None:
-        return checkpoints.restore_model(FLAGS.checkpoint, use_ema=FLAGS.use_ema)
-    return openai.load_checkpoint(FLAGS.openai_checkpoint, FLAGS.hparams, use_ema=FLAGS.use_ema)
+    return (cli.original_checkpoint("checkpoint", use_ema=FLAGS.use_ema)
+            or checkpoints.restore_model(FLAGS.checkpoint, use_ema=FLAGS.use_ema))
 
 
 def _export():
-    if (FLAGS.checkpoint is None) == (FLAGS.openai_checkpoint is None):
-        raise ValueError("expected exactly one of --checkpoint and --openai_checkpoint, got "
-                         f"{'both' if FLAGS.checkpoint else 'neither'}")
-    if FLAGS.openai_checkpoint is not None and FLAGS.hparams is None:
-        raise ValueError("--hparams: expected the original's hps (JSON or train.txt) with --openai_checkpoint, got none")
     start = time.perf_counter()
     export.check_target(FLAGS.out, FLAGS.overwrite)  # before the slow restore
     # Two stages, each one call that reports nothing while it runs: the bar names the stage and
