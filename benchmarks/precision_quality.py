@@ -60,7 +60,7 @@ def held_out_bits_per_dim(config, precision, batch=100):
     rng = np.random.RandomState(0)
     values = []
     with precision_as(precision):
-        for x, _ in data.make_datasets(config.data.replace(n_batch_test=batch)).test:
+        for x, _ in data.make_datasets(config.data.replace(global_batch_test=batch)).test:
             noise = rng.uniform(0, 1.0 / model.config.n_bins, x.shape).astype(np.float32)
             values.append(bits(x, noise).numpy())
     return float(np.concatenate(values).mean())

@@ -1,4 +1,4 @@
-"""benchmarks/RESULTS.md from benchmarks/results.json and benchmarks/ablation.json.
+"""benchmarks/RESULTS.md from benchmarks/results.json, ablation.json and precision_quality.json.
 
     python -m benchmarks.report            # rewrites benchmarks/RESULTS.md
     python -m benchmarks.report --check    # exit status 1 if RESULTS.md is not what the JSON files give
@@ -15,6 +15,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results.json")
 ABLATION = os.path.join(HERE, "ablation.json")
+PRECISION_QUALITY = os.path.join(HERE, "precision_quality.json")
 OUTPUT = os.path.join(HERE, "RESULTS.md")
 GIB = 1024.0
 
@@ -33,38 +34,58 @@ def machine(section):
 
 
 def train_section(train):
-    rows = []
-    for batch, result in train["batches"].items():
-        ours, theirs = result["glow_tf"], result["tfp"]
-        rows.append([batch, f"{ours['images_per_second']:.1f}", f"{theirs['images_per_second']:.1f}",
-                     f"**{result['speedup']:.2f}x**",
-                     f"{ours['gflops_per_second']:.1f} ({ours['fraction_of_peak']:.0%})",
-                     f"{ours['compile_seconds']:.0f} / {theirs['compile_seconds']:.0f}"])
-    return ["## Training step: glow_tf against tfp.bijectors.Glow", "",
+    limit = train["limit_gflops"]
+    rows = [[batch, mode, f"{r['images_per_second']:.1f}", f"{r['step_seconds']['median']:.3f}",
+             f"{r['gflops_per_second']:.0f} ({r['fraction_of_limit']:.0%})", f"{r['compile_seconds']:.0f}"]
+            for batch, result in train["batches"].items() for mode, r in result.items()]
+    summary = [[batch, f"**{s['mixed_bfloat16_vs_today']:.2f}x**", f"**{s['mixed_bfloat16_vs_tfp']:.2f}x**",
+                f"**{s['float32_vs_today']:.2f}x**", f"**{s['float32_vs_tfp']:.2f}x**",
+                "; ".join(f"{key}: {mode.split()[-1]}" for key, mode in s["fastest"].items())]
+               for batch, s in train["summary"].items()]
+    peaks = ", ".join(f"{name} {value:.0f}" for name, value in train["matmul_gflops"].items())
+    return ["## Training step: each precision and engine, and tfp.bijectors.Glow", "",
             "`python -m benchmarks.bench_train` (then `python -m benchmarks.plot`). One training step "
-            "(forward, backward, Adamax, Polyak average) under XLA, 32x32x3 images, 3 levels x depth 8, "
-            "width 128, affine coupling, invertible 1x1 conv; TFP's `tfb.Glow` with the same sizes. "
-            f"Peak is the float32 2048² matmul rate measured in the same run, {train['matmul_peak_gflops']} "
-            f"GFLOP/s; FLOPs: {train['flops_convention']}. {machine(train)}", "",
-            *table(["batch", "glow_tf images/s", "TFP images/s", "glow_tf / TFP", "glow_tf GFLOP/s (of peak)",
-                    "compile s glow_tf / TFP"], rows), "",
+            "(forward, backward, Adamax, Polyak average), 32x32x3 images, 3 levels x depth 8, width 128, affine "
+            "coupling, invertible 1x1 conv; TFP's `tfb.Glow` with the same sizes. Engines: XLA (`jit_compile`) "
+            "or the TensorFlow graph (oneDNN's kernels). Every mode is timed in turn in one process, "
+            f"{train['rounds']} rounds x {train['calls_per_round']} steps, the median shown. The limit is the "
+            f"fastest 2048² matmul measured in the same run ({peaks} GFLOP/s): {limit:.0f} GFLOP/s "
+            f"({train['limit']}). FLOPs: {train['flops_convention']}. Load average "
+            f"{train['load_average']['start']} -> {train['load_average']['end']}. {machine(train)}", "",
+            *table(["batch", "mode", "images/s", "step s", "GFLOP/s (of the limit)", "compile s"], rows), "",
+            "Each implementation in its fastest mode, as images/s ratios (\"today\" is glow_tf float32 under XLA):", "",
+            *table(["batch", "mixed_bfloat16 / today", "mixed_bfloat16 / TFP", "float32 / today", "float32 / TFP",
+                    "fastest engines"], summary), "",
             "![throughput](throughput.png)", ""]
 
 
 def sample_section(sample):
     rows = []
     for batch, result in sample["batches"].items():
-        drawn, encoded = result["sample"], result["encode"]
-        rows.append([batch, f"{drawn['glow_tf']['images_per_second']:.0f} / {drawn['tfp']['images_per_second']:.0f}",
-                     f"**{drawn['speedup']:.2f}x**",
-                     f"{encoded['glow_tf']['images_per_second']:.0f} / {encoded['tfp']['images_per_second']:.0f}",
-                     f"**{encoded['speedup']:.2f}x**"])
+        for task in ("sample", "encode"):
+            best = result[task]["best"]
+            ours, theirs = result[task][best["glow_tf"]], result[task][best["tfp"]]
+            rows.append([batch, task, f"{best['glow_tf']} {ours['images_per_second']:.0f}",
+                         f"{best['tfp']} {theirs['images_per_second']:.0f}", f"**{result[task]['speedup']:.2f}x**"])
     return ["## Sampling and encoding", "",
             "`python -m benchmarks.bench_sample`. `model.sample` against TFP's `sample` (both with the uint8 "
-            f"postprocessing) and `log_prob`; {sample['rounds']} rounds x {sample['calls_per_round']} interleaved "
-            f"calls of each. {machine(sample)}", "",
-            *table(["batch", "sampling glow_tf / TFP images/s", "ratio", "encoding glow_tf / TFP images/s", "ratio"],
-                   rows), ""]
+            f"postprocessing) and `log_prob`, each in every precision and engine; {sample['rounds']} rounds x "
+            f"{sample['calls_per_round']} interleaved calls of each. Each implementation's fastest mode, "
+            f"images/s. {machine(sample)}", "",
+            *table(["batch", "task", "glow_tf, fastest", "TFP, fastest", "ratio"], rows), ""]
+
+
+def precision_quality_section(quality):
+    rows = [[r["trained_in"], r["evaluated_in"], r["steps"], f"{r['wall_seconds']:.0f}",
+             f"{r['held_out_bits_per_dim']:.4f}"] for r in quality["results"]]
+    return ["## Quality at equal time: float32 and mixed_bfloat16", "",
+            "`python -m benchmarks.precision_quality`. The same model (MNIST 32x32, 3 levels x depth 8, width 128, "
+            f"affine, 1x1 conv; Adam 1e-3, batch 64) trained for {quality['budget_seconds'] / 60:.0f} minutes of "
+            "wall clock in each precision, each in its default engine, one after the other; held-out bits/dim of "
+            f"the raw weights. {machine(quality)}", "",
+            *table(["trained in", "evaluated in", "steps", "wall s", "held-out bits/dim"], rows), "",
+            "The mixed_bfloat16 model evaluated in float32 minus in mixed_bfloat16: "
+            f"{quality['evaluation_difference']:+.4f} bits/dim.", ""]
 
 
 def memory_section(memory):
@@ -105,17 +126,19 @@ def scale_section(scale):
 def celeba_section(runs):
     rows = []
     for name, run in runs.items():
+        precision = "mixed_bfloat16" if name.endswith("mixed_bfloat16") else "float32"
         environment = " ".join(f"{k}={v}" for k, v in run.get("environment", {}).items()) or "default"
-        rows.append([environment, run["commit"], f"{run['first_step_seconds']:.0f}",
-                     f"{run['peak_rss_mib'] / GIB:.2f}", f"{run['wall_seconds']:.0f}"])
+        rows.append([precision, environment, run.get("commit", "current"), run["load_average"]["start"][0],
+                     f"{run['first_step_seconds']:.0f}", f"{run['peak_rss_mib'] / GIB:.2f}",
+                     f"{run['wall_seconds']:.0f}"])
     command = next(iter(runs.values()))["command"]
     return ["## The CelebA-HQ command", "",
             "`python -m benchmarks.bench_celeba` (`--precision mixed_bfloat16` for the other precision). "
             "The original README's CelebA-HQ command on generated tfrecords in the original's layout, "
             f"`--max_steps 2`: train, test pass, sample grids, export. Command: `{command}`. "
             f"{machine(next(iter(runs.values())))}", "",
-            *table(["allocator environment", "commit", "start to first finished step s", "peak RSS GiB",
-                    "whole run s"], rows), ""]
+            *table(["precision", "allocator environment", "commit", "load average at start",
+                    "start to first finished step s", "peak RSS GiB", "whole run s"], rows), ""]
 
 
 def ablation_section(ablation):
@@ -131,10 +154,11 @@ def ablation_section(ablation):
 SECTIONS = {"train": train_section, "sample": sample_section, "memory": memory_section, "scale": scale_section}
 
 
-def render(results, ablation) -> str:
-    """RESULTS.md's text: one section per results.json key (the CelebA runs share one), then the ablation."""
+def render(results, ablation, quality=None) -> str:
+    """RESULTS.md's text: one section per results.json key (the CelebA runs share one), the quality at
+    equal time (precision_quality.json), then the ablation."""
     lines = ["# Benchmark results", "",
-             "Written by `python -m benchmarks.report` from `results.json` and `ablation.json`; do not edit by hand. "
+             "Written by `python -m benchmarks.report` from `results.json`, `ablation.json` and `precision_quality.json`; do not edit by hand. "
              "`make bench` measures everything again. The machine is a shared VM with 2 CPU cores: absolute "
              "times vary by up to 2x between runs, the ratios much less.", ""]
     for key, section in SECTIONS.items():
@@ -143,6 +167,8 @@ def render(results, ablation) -> str:
     celeba = {key: run for key, run in results.items() if key.startswith("celeba_headline")}
     if celeba:
         lines += celeba_section(celeba)
+    if quality:
+        lines += precision_quality_section(quality)
     if ablation:
         lines += ablation_section(ablation)
     return "\n".join(lines)
@@ -159,7 +185,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="compare RESULTS.md with the JSON files; change nothing")
     args = parser.parse_args(argv)
-    text = render(read(RESULTS), read(ABLATION))
+    text = render(read(RESULTS), read(ABLATION), read(PRECISION_QUALITY))
     if args.check:
         current = open(OUTPUT).read() if os.path.exists(OUTPUT) else ""
         if current != text:
