@@ -277,22 +277,29 @@ def test_edge_bias_conv_equals_original_construction(kernel_size):
 CONV_SHAPES = [(4, 8, 3), (40, 4, 3), (3, 48, 3), (60, 2, 5)]
 
 
+def _conv_case(seed, n_in, kernel_shape):
+    """(x [2, 6, 5, n_in], kernel, upstream gradient [2, 6, 5, n_out]) drawn from ``seed``."""
+    rng = np.random.RandomState(seed)
+    x = tf.constant(rng.standard_normal((2, 6, 5, n_in)).astype(np.float32))
+    kernel = tf.constant(rng.standard_normal(kernel_shape).astype(np.float32))
+    upstream = tf.constant(rng.standard_normal((2, 6, 5, kernel_shape[-1])).astype(np.float32))
+    return x, kernel, upstream
+
+
+def _value_and_grads(conv, x, kernel, upstream):
+    """[conv(x, kernel), its gradients with respect to x and kernel for ``upstream``]."""
+    with tf.GradientTape() as tape:
+        tape.watch([x, kernel])
+        out = conv(x, kernel)
+    return [out] + tape.gradient(out, [x, kernel], output_gradients=upstream)
+
+
 @pytest.mark.parametrize("jit_compile", [True, False])
 @pytest.mark.parametrize("n_in, n_out, size", CONV_SHAPES)
 def test_conv2d_same_equals_tf_conv_with_gradients(n_in, n_out, size, jit_compile):
-    rng = np.random.RandomState(3)
-    x = tf.constant(rng.standard_normal((2, 6, 5, n_in)).astype(np.float32))
-    kernel = tf.constant(rng.standard_normal((size, size, n_in, n_out)).astype(np.float32))
-    upstream = tf.constant(rng.standard_normal((2, 6, 5, n_out)).astype(np.float32))
-
-    def value_and_grads(conv):
-        with tf.GradientTape() as tape:
-            tape.watch([x, kernel])
-            out = conv(x, kernel)
-        return [out] + tape.gradient(out, [x, kernel], output_gradients=upstream)
-
-    got = tf.function(lambda: value_and_grads(conv2d_same), jit_compile=jit_compile)()
-    want = value_and_grads(lambda x, kernel: tf.nn.conv2d(x, kernel, 1, "SAME"))
+    x, kernel, upstream = _conv_case(3, n_in, (size, size, n_in, n_out))
+    got = tf.function(lambda: _value_and_grads(conv2d_same, x, kernel, upstream), jit_compile=jit_compile)()
+    want = _value_and_grads(lambda x, kernel: tf.nn.conv2d(x, kernel, 1, "SAME"), x, kernel, upstream)
     for g, w, what in zip(got, want, ["output", "grad x", "grad kernel"]):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4, err_msg=what)
 
@@ -301,19 +308,10 @@ def test_conv2d_same_equals_tf_conv_with_gradients(n_in, n_out, size, jit_compil
 def test_edge_padded_conv_gradients_are_tensorflows(n_in, n_out):
     # Outside XLA a conv with few inputs runs on the original's edge-padded input, with the
     # input's gradient taken over x's own channels only (edge_padded_conv2d).
-    rng = np.random.RandomState(5)
-    x = tf.constant(rng.standard_normal((2, 6, 5, n_in)).astype(np.float32))
-    kernel = tf.constant(rng.standard_normal((3, 3, n_in + 1, n_out)).astype(np.float32))
-    upstream = tf.constant(rng.standard_normal((2, 6, 5, n_out)).astype(np.float32))
-
-    def value_and_grads(conv):
-        with tf.GradientTape() as tape:
-            tape.watch([x, kernel])
-            out = conv(x, kernel)
-        return [out] + tape.gradient(out, [x, kernel], output_gradients=upstream)
-
-    got = value_and_grads(edge_padded_conv2d)
-    want = value_and_grads(lambda x, kernel: tf.nn.conv2d(edge_padded(x, 3, 3), kernel, 1, "VALID"))
+    x, kernel, upstream = _conv_case(5, n_in, (3, 3, n_in + 1, n_out))
+    got = _value_and_grads(edge_padded_conv2d, x, kernel, upstream)
+    want = _value_and_grads(lambda x, kernel: tf.nn.conv2d(edge_padded(x, 3, 3), kernel, 1, "VALID"), x, kernel,
+                            upstream)
     for g, w, what in zip(got, want, ["output", "grad x", "grad kernel"]):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4, err_msg=what)
     np.testing.assert_allclose(got[0], edge_bias_conv2d(x, kernel), rtol=1e-4, atol=1e-4)

@@ -29,8 +29,9 @@ def read_heldout(served, problem, data_dir="", n_images=-1, n_examples=8, class_
     def keeping_examples(batches):
         for x, y in batches:
             kept = n_examples - sum(map(len, examples))
-            examples.append(np.asarray(x)[:kept])
-            labels.append(np.asarray(y)[:kept])
+            if kept > 0 or not examples:  # (one empty slice with --examples 0)
+                examples.append(np.asarray(x)[:kept])
+                labels.append(np.asarray(y)[:kept])
             yield x, y
 
     means = counts = None

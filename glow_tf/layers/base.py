@@ -46,6 +46,17 @@ class _LayerContext(threading.local):
 _context = _LayerContext()
 
 
+@contextlib.contextmanager
+def _context_set(name, value):
+    """Within the context, the layer context's ``name`` is ``value``; leaving restores the enclosing one."""
+    enclosing = getattr(_context, name)
+    setattr(_context, name, value)
+    try:
+        yield
+    finally:
+        setattr(_context, name, enclosing)
+
+
 def batch_constant(value, like):
     """Broadcasts a scalar log-det term to shape [N], N = the batch size of ``like``."""
     return tf.broadcast_to(tf.cast(value, like.dtype), tf.shape(like)[:1])
@@ -73,7 +84,6 @@ def sum_log_dets(log_dets):
     return tf.reduce_sum(tf.stack(log_dets), axis=0)  # [N]
 
 
-@contextlib.contextmanager
 def parameters_as(variables, values):
     """Within the context, every ``read(variables[k])`` returns ``values[k]`` (at trace time).
 
@@ -83,27 +93,16 @@ def parameters_as(variables, values):
     if len(variables) != len(values):
         raise ValueError(f"parameters_as: expected one value per variable, got {len(values)} values "
                          f"for {len(variables)} variables")
-    enclosing = _context.stand_ins
-    _context.stand_ins = {**enclosing, **{v.ref(): t for v, t in zip(variables, values)}}
-    try:
-        yield
-    finally:
-        _context.stand_ins = enclosing
+    return _context_set("stand_ins", {**_context.stand_ins, **{v.ref(): t for v, t in zip(variables, values)}})
 
 
-@contextlib.contextmanager
 def data_dependent_init():
     """Within this context every ActNorm's forward initialises its parameters from its input.
 
     This is the original's ``arg_scope([actnorm], init=True)``: one forward pass through the
     model initialises each ActNorm from the already-initialised layers before it.
     """
-    enclosing = _context.initializing
-    _context.initializing = True
-    try:
-        yield
-    finally:
-        _context.initializing = enclosing
+    return _context_set("initializing", True)
 
 
 def initializing():
@@ -125,15 +124,9 @@ def data_dependent_variables(layer):
             for v in module.data_dependent_variables()]
 
 
-@contextlib.contextmanager
 def precision_as(precision):
     """Within the context (at trace time) every coupling network computes in ``precision``."""
-    enclosing = _context.precision
-    _context.precision = check_precision("precision_as", precision)
-    try:
-        yield
-    finally:
-        _context.precision = enclosing
+    return _context_set("precision", check_precision("precision_as", precision))
 
 
 def network_precision(own):
@@ -141,15 +134,9 @@ def network_precision(own):
     return _context.precision or own
 
 
-@contextlib.contextmanager
 def plain_ops():
     """Within the context (at trace time) layers build only TensorFlow's own ops, with its own gradients."""
-    enclosing = _context.plain_ops
-    _context.plain_ops = True
-    try:
-        yield
-    finally:
-        _context.plain_ops = enclosing
+    return _context_set("plain_ops", True)
 
 
 def only_plain_ops() -> bool:

@@ -193,10 +193,20 @@ def edge_padded(x, kernel_h, kernel_w):
     return tf.concat([padded, border], axis=3)
 
 
-@tf.autograph.experimental.do_not_convert
-@tf.custom_gradient
 def edge_padded_conv2d(x, kernel):
     """The VALID conv of ``edge_padded(x)`` with ``kernel`` [kh, kw, C + 1, n_out] (= edge_bias_conv2d).
+
+    Its input's gradient is written out (``_edge_padded_conv2d``) unless ``only_plain_ops()``.
+    """
+    if only_plain_ops():
+        return tf.nn.conv2d(edge_padded(x, kernel.shape[0], kernel.shape[1]), kernel, 1, "VALID")
+    return _edge_padded_conv2d(x, kernel)
+
+
+@tf.autograph.experimental.do_not_convert
+@tf.custom_gradient
+def _edge_padded_conv2d(x, kernel):
+    """``edge_padded_conv2d`` with its gradient written out.
 
     Its input's gradient is the SAME convolution's of x's own C channels: TensorFlow's gradient
     of the padded input computes one more channel and the padding ring, and slices them off.
@@ -238,8 +248,6 @@ def scaled_conv2d(x, kernel, bias, scale):
     if kernel_h == kernel_w == 1:
         return tf.nn.bias_add(tf.nn.conv2d(x, kernel, 1, "VALID"), bias)
     if n_in <= n_out:
-        if only_plain_ops():
-            return tf.nn.bias_add(tf.nn.conv2d(edge_padded(x, kernel_h, kernel_w), kernel, 1, "VALID"), bias)
         return tf.nn.bias_add(edge_padded_conv2d(x, kernel), bias)
     kernel, border_kernel = tf.split(kernel, [n_in - 1, 1], axis=2)  # (a Split's gradient is a concat)
     return conv2d_same(x, kernel) + (_edge_term(border_kernel, x.shape[1], x.shape[2]) + bias)
